@@ -1,0 +1,97 @@
+"""The one catalogue of reason codes and the error classes the stage runtime acts on.
+
+Every failure the platform reports carries a ``Reason``; every exception a stage or
+an adapter raises on purpose is a ``VidinsightError`` whose class tells the runtime
+what to do: retry forever with backoff (transient), dead-letter at once (permanent),
+or retry a bounded number of times (unknown, for anything not raised on purpose).
+Adapters translate library exceptions into these once, at the edge.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ErrorClass(str, Enum):
+    """How the runtime treats a failure."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    UNKNOWN = "unknown"
+
+
+class Reason(str, Enum):
+    """Reason codes: stable strings stored in PostgreSQL, DLQ headers, logs and API errors."""
+
+    # Infrastructure (transient).
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
+    PROVIDER_RATE_LIMITED = "provider_rate_limited"
+    PROVIDER_UNAVAILABLE = "provider_unavailable"
+    TIMEOUT = "timeout"
+    # The message itself (permanent).
+    UNDECODABLE_MESSAGE = "undecodable_message"
+    INVALID_SCHEMA = "invalid_schema"
+    INVALID_REQUEST = "invalid_request"
+    EMPTY_MEDIA = "empty_media"
+    NOT_MEDIA = "not_media"
+    CORRUPT_MEDIA = "corrupt_media"
+    NO_STREAMS = "no_streams"
+    TOO_LONG = "too_long"
+    TOO_LARGE = "too_large"
+    SOURCE_FORBIDDEN = "source_forbidden"
+    SOURCE_UNREACHABLE = "source_unreachable"
+    INVALID_LLM_OUTPUT = "invalid_llm_output"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    JOB_CANCELLED = "job_cancelled"
+    # Retries exhausted for a fault nobody classified.
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    UNEXPECTED_ERROR = "unexpected_error"
+    # Operational signals (logs and metrics, not job failures).
+    PARTITION_STALLED = "partition_stalled"
+    # Platform configuration and local stack.
+    PORT_IN_USE = "port_in_use"
+    MISSING_TOOL = "missing_tool"
+    DISK_FULL = "disk_full"
+    # Gateway.
+    UNAUTHENTICATED = "unauthenticated"
+    NOT_FOUND = "not_found"
+    CONFLICT = "conflict"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    OVERLOADED = "overloaded"
+
+
+class VidinsightError(Exception):
+    """Base of every error raised on purpose; carries its reason and its class."""
+
+    error_class: ErrorClass = ErrorClass.UNKNOWN
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.reason.value}: {self.message}"
+
+
+class TransientError(VidinsightError):
+    """A dependency is down or slow; the same message will succeed later."""
+
+    error_class = ErrorClass.TRANSIENT
+
+
+class PermanentError(VidinsightError):
+    """The message itself cannot be processed; retrying will not help."""
+
+    error_class = ErrorClass.PERMANENT
+
+
+def classify(exc: BaseException) -> tuple[ErrorClass, Reason]:
+    """The runtime's view of any exception: its class and reason code."""
+    if isinstance(exc, VidinsightError):
+        return exc.error_class, exc.reason
+    if isinstance(exc, TimeoutError):
+        return ErrorClass.TRANSIENT, Reason.TIMEOUT
+    return ErrorClass.UNKNOWN, Reason.UNEXPECTED_ERROR

@@ -1,0 +1,58 @@
+"""The one settings object, read from the environment (prefix ``VI_``).
+
+Every number that may change lives here with its unit in its name, so an operator
+tunes the platform through the environment and a reader finds every knob in one file.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Platform configuration; each field maps to ``VI_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VI_", extra="ignore")
+
+    # Where the local stack keeps data, logs, pid files and blobs.
+    state_dir: Path = REPO_ROOT / ".state"
+
+    # Connections. Point these anywhere to use an existing Kafka, registry or PostgreSQL.
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    registry_url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    database_url: str = "postgresql://vidinsight:vidinsight@127.0.0.1:5432/vidinsight"
+    db_pool_min_size: int = 1
+    db_pool_max_size: int = 8
+
+    # Topic defaults (the catalogue may override per topic).
+    topic_replication_factor: int = 1
+    topic_partitions: int = 6
+
+    # Stage runtime.
+    max_poll_interval_ms: int = Field(default=300_000, le=300_000)
+    session_timeout_ms: int = 45_000
+    handler_timeout_seconds: float = 600.0
+    batch_max_messages: int = 500
+    batch_max_wait_ms: int = 5
+    unknown_error_max_attempts: int = 3
+    transient_backoff_initial_seconds: float = 0.2
+    transient_backoff_max_seconds: float = 10.0
+    shutdown_grace_seconds: float = 30.0
+    stall_budget_seconds: float = 900.0
+    producer_flush_timeout_seconds: float = 30.0
+    metrics_port: int = 0  # 0: pick a free port per process
+    log_level: str = "INFO"
+    # Comma-separated fault-injection points (tests only): see streams/runtime/failpoints.py.
+    failpoints: str = ""
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
