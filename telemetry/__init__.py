@@ -1,0 +1,1 @@
+"""telemetry: structured JSON logs and Prometheus metrics shared by every process."""
