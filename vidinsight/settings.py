@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://vidinsight:vidinsight@127.0.0.1:5432/vidinsight"
     db_pool_min_size: int = 1
     db_pool_max_size: int = 8
+    # How long a caller waits for a pooled connection before the database counts as down.
+    db_pool_timeout_seconds: float = 10.0
+    # How long one connection attempt may take (libpq connect_timeout, whole seconds).
+    db_connect_timeout_seconds: int = 5
 
     # Topic defaults (the catalogue may override per topic).
     topic_replication_factor: int = 1
