@@ -54,6 +54,8 @@ class Reason(str, Enum):
     PORT_IN_USE = "port_in_use"
     MISSING_TOOL = "missing_tool"
     DISK_FULL = "disk_full"
+    # The broker rejected a topic definition from the catalogue (bad config, policy).
+    INVALID_TOPIC_CONFIG = "invalid_topic_config"
     # Gateway.
     UNAUTHENTICATED = "unauthenticated"
     NOT_FOUND = "not_found"

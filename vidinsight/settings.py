@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # Topic defaults (the catalogue may override per topic).
     topic_replication_factor: int = 1
     topic_partitions: int = 6
+    # Longest wait for one schema registry request, and retries after a network error or
+    # a 5xx, before the registry counts as down (the caller backs off and tries again).
+    registry_timeout_seconds: float = 10.0
+    registry_max_retries: int = 1
+    # Longest wait for a Kafka admin request (metadata, create topics, configs).
+    admin_timeout_seconds: float = 15.0
 
     # Stage runtime.
     max_poll_interval_ms: int = Field(default=300_000, le=300_000)
