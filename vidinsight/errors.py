@@ -9,10 +9,10 @@ Adapters translate library exceptions into these once, at the edge.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorClass(str, Enum):
+class ErrorClass(StrEnum):
     """How the runtime treats a failure."""
 
     TRANSIENT = "transient"
@@ -20,7 +20,7 @@ class ErrorClass(str, Enum):
     UNKNOWN = "unknown"
 
 
-class Reason(str, Enum):
+class Reason(StrEnum):
     """Reason codes: stable strings stored in PostgreSQL, DLQ headers, logs and API errors."""
 
     # Infrastructure (transient).
