@@ -132,3 +132,13 @@ def set_compatibility(client: SchemaRegistryClient, subject: str, level: str) ->
         client.set_compatibility(subject, level)
     except Exception as exc:
         raise translate(exc, f"set compatibility of {subject}", Reason.INVALID_SCHEMA) from exc
+
+
+def has_subject(client: SchemaRegistryClient, subject: str) -> bool:
+    """Whether ``subject`` has at least one schema version."""
+    try:
+        return bool(client.get_versions(subject))
+    except Exception as exc:
+        if is_not_found(exc):
+            return False
+        raise translate(exc, f"list versions of {subject}", Reason.INVALID_SCHEMA) from exc
