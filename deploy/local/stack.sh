@@ -1,0 +1,615 @@
+#!/usr/bin/env bash
+# The local single-machine stack: PostgreSQL 15, Kafka 4.x (KRaft) and Apicurio Registry.
+#
+#   stack.sh up                  install what is missing, start every service, wait until healthy
+#   stack.sh down                stop every service (by pid file: TERM, wait, then KILL)
+#   stack.sh status              one line per service; exit 1 if any is not healthy
+#   stack.sh logs [SERVICE] [-f] the last lines of each log (or of one; -f follows)
+#   stack.sh start|stop|restart SERVICE
+#
+# Services start in order (postgres, kafka, registry) and stop in reverse. Each service is a
+# set of functions named after it:
+#   start_<svc>          launch the process through `spawn <svc> <workdir> <command...>`
+#   health_<svc>         exit 0 when it serves (default: the process is alive)
+#   install_<svc>        optional: fetch or initialise what it needs before starting
+#   after_start_<svc>    optional: idempotent setup once healthy (databases, registry config)
+#   port_vars_<svc>      optional: names of the env vars holding the ports it listens on
+#   stop_signal_<svc>    optional: the signal that asks it to stop (default TERM)
+#   start_timeout_<svc>  optional: seconds to wait for health (default 120)
+# More services (stage workers, the gateway) go in deploy/local/services.d/*.sh, which this
+# script sources; each file calls `add_service NAME` and defines the functions above.
+#
+# Everything lives under the state directory (VI_STATE_DIR, default <repo>/.state):
+#   run/<svc>.pid  logs/<svc>.log  data/postgres  data/kafka  cache/m2  opt/kafka/libs  opt/apicurio
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/../.." && pwd)"
+
+STATE_DIR="${VI_STATE_DIR:-$REPO_ROOT/.state}"
+RUN_DIR="$STATE_DIR/run"
+LOG_DIR="$STATE_DIR/logs"
+DATA_DIR="$STATE_DIR/data"
+CACHE_DIR="$STATE_DIR/cache"
+OPT_DIR="$STATE_DIR/opt"
+ETC_DIR="$STATE_DIR/etc"
+M2_REPO="$CACHE_DIR/m2"
+
+: "${VI_POSTGRES_PORT:=5432}"
+: "${VI_KAFKA_PORT:=9092}"
+: "${VI_KAFKA_CONTROLLER_PORT:=9093}"
+: "${VI_REGISTRY_PORT:=8081}"
+: "${VI_MIN_FREE_GIB:=2}"
+: "${VI_STOP_TIMEOUT_SECONDS:=30}"
+: "${VI_POSTGRES_BIN:=/usr/lib/postgresql/15/bin}"
+: "${VI_KAFKA_HEAP_OPTS:=-Xms256m -Xmx1g}"
+: "${VI_REGISTRY_HEAP_OPTS:=-Xms128m -Xmx768m}"
+
+SERVICES=(postgres kafka registry)
+
+# ---------------------------------------------------------------------------- messages
+
+say() { printf 'stack: %s\n' "$*"; }
+die() {
+    printf 'stack: error: %s\n' "$*" >&2
+    exit 1
+}
+
+is_root() { [ "$(id -u)" -eq 0 ]; }
+
+# ---------------------------------------------------------------------------- the generic runner
+
+add_service() { SERVICES+=("$1"); }
+
+known_service() {
+    local svc
+    for svc in "${SERVICES[@]}"; do
+        [ "$svc" = "$1" ] && return 0
+    done
+    return 1
+}
+
+has_function() { declare -F "$1" >/dev/null; }
+
+pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+
+# The kernel's start time of a process (field 22 of /proc/PID/stat), to tell our process
+# from a later one that reuses its pid.
+proc_start_time() {
+    local stat rest
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    rest="${stat##*) }"
+    local -a fields
+    read -r -a fields <<<"$rest"
+    printf '%s' "${fields[19]}"
+}
+
+# Print the pid of the service's process if it is alive and is the one we started.
+service_pid() {
+    local file pid started now
+    file="$(pid_file "$1")"
+    [ -f "$file" ] || return 1
+    read -r pid started <"$file" || return 1
+    [ -n "${pid:-}" ] || return 1
+    now="$(proc_start_time "$pid")" || return 1
+    [ "$now" = "${started:-}" ] || return 1
+    printf '%s' "$pid"
+}
+
+# spawn SERVICE WORKDIR COMMAND...: run COMMAND in its own session, in the background, with
+# stdout and stderr appended to the service's log, and record its pid and start time.
+spawn() {
+    local svc="$1" workdir="$2"
+    shift 2
+    local log="$LOG_DIR/$svc.log"
+    printf '\n=== %s stack.sh: starting %s: %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$svc" "$*" >>"$log"
+    # fd 9 is the stack lock: the service must not inherit it.
+    (cd "$workdir" && exec setsid "$@" >>"$log" 2>&1 </dev/null 9>&-) &
+    local pid=$!
+    local started
+    started="$(proc_start_time "$pid")" || die "$svc exited at once; see $log"
+    printf '%s %s\n' "$pid" "$started" >"$(pid_file "$svc")"
+}
+
+service_health() {
+    local svc="$1"
+    service_pid "$svc" >/dev/null || return 1
+    if has_function "health_$svc"; then
+        "health_$svc"
+    fi
+}
+
+# wait_healthy SERVICE: poll its health until it answers, its process dies, or time runs out.
+wait_healthy() {
+    local svc="$1" timeout=120
+    has_function "start_timeout_$svc" && timeout="$("start_timeout_$svc")"
+    local deadline=$((SECONDS + timeout))
+    while true; do
+        if ! service_pid "$svc" >/dev/null; then
+            tail -n 25 "$LOG_DIR/$svc.log" >&2 2>/dev/null || true
+            die "$svc exited while starting; the log above is the end of $LOG_DIR/$svc.log"
+        fi
+        if service_health "$svc"; then
+            return 0
+        fi
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            die "$svc did not become healthy within ${timeout}s; see $LOG_DIR/$svc.log"
+        fi
+        sleep 0.5
+    done
+}
+
+port_in_use() {
+    # Something accepts connections on 127.0.0.1:PORT.
+    timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null
+}
+
+check_ports() {
+    local svc="$1" var port
+    has_function "port_vars_$svc" || return 0
+    for var in $("port_vars_$svc"); do
+        port="${!var}"
+        if port_in_use "$port"; then
+            die "port $port (for $svc) is already in use by another process; set $var to a free port"
+        fi
+    done
+}
+
+check_disk() {
+    local avail_kib need_kib
+    avail_kib="$(df -Pk "$STATE_DIR" | awk 'NR==2 {print $4}')"
+    need_kib=$((VI_MIN_FREE_GIB * 1024 * 1024))
+    if [ "$avail_kib" -lt "$need_kib" ]; then
+        die "only $((avail_kib / 1024)) MiB free for $STATE_DIR; the stack needs at least ${VI_MIN_FREE_GIB} GiB (free some disk, or set VI_STATE_DIR elsewhere)"
+    fi
+}
+
+make_state_dirs() {
+    mkdir -p "$STATE_DIR" "$RUN_DIR" "$LOG_DIR" "$DATA_DIR" "$CACHE_DIR" "$OPT_DIR" "$ETC_DIR" "$M2_REPO"
+    # Services that run as another user (postgres) must be able to reach their directories.
+    chmod 755 "$STATE_DIR" "$RUN_DIR" "$LOG_DIR" "$DATA_DIR"
+}
+
+start_service() {
+    local svc="$1" pid
+    known_service "$svc" || die "unknown service '$svc' (services: ${SERVICES[*]})"
+    if pid="$(service_pid "$svc")"; then
+        wait_healthy "$svc"
+        has_function "after_start_$svc" && "after_start_$svc"
+        say "$svc: running (pid $pid)"
+        return 0
+    fi
+    rm -f "$(pid_file "$svc")"
+    check_disk
+    has_function "preflight_$svc" && "preflight_$svc"
+    check_ports "$svc"
+    has_function "install_$svc" && "install_$svc"
+    local began=$SECONDS
+    "start_$svc"
+    wait_healthy "$svc"
+    has_function "after_start_$svc" && "after_start_$svc"
+    say "$svc: started (pid $(service_pid "$svc"), healthy after $((SECONDS - began))s)"
+}
+
+stop_service() {
+    local svc="$1" pid signal=TERM
+    known_service "$svc" || die "unknown service '$svc' (services: ${SERVICES[*]})"
+    if ! pid="$(service_pid "$svc")"; then
+        rm -f "$(pid_file "$svc")"
+        say "$svc: not running"
+        return 0
+    fi
+    has_function "stop_signal_$svc" && signal="$("stop_signal_$svc")"
+    kill -s "$signal" "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + VI_STOP_TIMEOUT_SECONDS))
+    while service_pid "$svc" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+        sleep 0.2
+    done
+    if service_pid "$svc" >/dev/null; then
+        say "$svc: still running after ${VI_STOP_TIMEOUT_SECONDS}s; sending KILL"
+        # The service leads its own process group (spawn used setsid): end the whole group.
+        kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null || true
+        while service_pid "$svc" >/dev/null; do
+            sleep 0.2
+        done
+    fi
+    rm -f "$(pid_file "$svc")"
+    say "$svc: stopped"
+}
+
+# ---------------------------------------------------------------------------- prerequisites
+
+JAVA=""
+require_java() {
+    [ -n "$JAVA" ] && return 0
+    local candidate=""
+    if [ -n "${JAVA_HOME:-}" ] && [ -x "$JAVA_HOME/bin/java" ]; then
+        candidate="$JAVA_HOME/bin/java"
+    else
+        candidate="$(command -v java || true)"
+    fi
+    [ -n "$candidate" ] || die "java not found (Kafka and the registry need Java 17 or newer): install it (apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+    local version major
+    version="$("$candidate" -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
+    major="${version%%.*}"
+    if [ "$major" = "1" ] || ! [ "$major" -ge 17 ] 2>/dev/null; then
+        die "java at $candidate is version ${version:-unknown}; Kafka and the registry need 17 or newer (set JAVA_HOME)"
+    fi
+    JAVA="$candidate"
+}
+
+require_mvn() {
+    command -v mvn >/dev/null || die "mvn not found (it fetches the Kafka and registry jars): install Maven 3 (apt-get install maven)"
+}
+
+mvn_quiet() {
+    # -C: fail when a download does not match the checksum the repository publishes.
+    local log="$LOG_DIR/maven.log"
+    printf '\n=== %s mvn %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$*" >>"$log"
+    if ! mvn -q -B -C -Dstyle.color=never -Dmaven.repo.local="$M2_REPO" "$@" >>"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        die "mvn failed (the end of $log is above): mvn $*"
+    fi
+}
+
+file_sha256() { sha256sum "$1" | awk '{print $1}'; }
+
+# ---------------------------------------------------------------------------- postgres
+
+PG_DATA="$DATA_DIR/postgres"
+PG_SOCKET_DIR="$RUN_DIR/pgsocket"
+
+port_vars_postgres() { echo VI_POSTGRES_PORT; }
+stop_signal_postgres() { echo INT; } # fast shutdown: TERM would wait for every client to leave
+start_timeout_postgres() { echo 60; }
+
+# Run a command as the postgres OS user when we are root (PostgreSQL refuses to run as root).
+as_pg() {
+    if is_root; then
+        setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+    else
+        "$@"
+    fi
+}
+
+preflight_postgres() {
+    [ -x "$VI_POSTGRES_BIN/postgres" ] && return 0
+    is_root || die "PostgreSQL 15 not found in $VI_POSTGRES_BIN: install postgresql-15 (as root), or set VI_POSTGRES_BIN"
+    say "postgres: installing postgresql-15 from Debian's packages"
+    # Debian's package would create and start a cluster of its own on 5432; ours is the only one.
+    mkdir -p /etc/postgresql-common
+    if ! grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
+        echo 'create_main_cluster = false' >>/etc/postgresql-common/createcluster.conf
+    fi
+    local apt_opts=(-y -q -o Dpkg::Options::=--force-confold)
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" postgresql-15 >/dev/null; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" postgresql-15 >/dev/null ||
+            die "could not install postgresql-15 with apt-get"
+    fi
+}
+
+install_postgres() {
+    mkdir -p "$PG_SOCKET_DIR"
+    is_root && chown postgres:postgres "$PG_SOCKET_DIR"
+    chmod 755 "$PG_SOCKET_DIR"
+    [ -s "$PG_DATA/PG_VERSION" ] && return 0
+    say "postgres: initialising $PG_DATA"
+    rm -rf "$PG_DATA"
+    mkdir -p "$PG_DATA"
+    is_root && chown postgres:postgres "$PG_DATA"
+    chmod 700 "$PG_DATA"
+    as_pg test -w "$PG_DATA" || die "the postgres user cannot write $PG_DATA (check the permissions of its parent directories)"
+    as_pg "$VI_POSTGRES_BIN/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+        --auth-local=trust --auth-host=scram-sha-256 >>"$LOG_DIR/postgres.log" 2>&1 ||
+        die "initdb failed; see $LOG_DIR/postgres.log"
+}
+
+start_postgres() {
+    local prefix=()
+    is_root && prefix=(setpriv --reuid=postgres --regid=postgres --init-groups --)
+    spawn postgres "$PG_DATA" "${prefix[@]}" "$VI_POSTGRES_BIN/postgres" -D "$PG_DATA" \
+        -c listen_addresses=127.0.0.1 -c port="$VI_POSTGRES_PORT" \
+        -c unix_socket_directories="$PG_SOCKET_DIR" -c max_connections=300 \
+        -c shared_buffers=256MB -c password_encryption=scram-sha-256
+}
+
+health_postgres() {
+    "$VI_POSTGRES_BIN/pg_isready" -q -h 127.0.0.1 -p "$VI_POSTGRES_PORT" -t 2
+}
+
+psql_admin() {
+    "$VI_POSTGRES_BIN/psql" -X -q -t -A -v ON_ERROR_STOP=1 -h "$PG_SOCKET_DIR" \
+        -p "$VI_POSTGRES_PORT" -U postgres -d postgres "$@"
+}
+
+after_start_postgres() {
+    # The role and databases the platform and the registry use (idempotent).
+    psql_admin -c "DO \$\$ BEGIN
+        IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'vidinsight') THEN
+            CREATE ROLE vidinsight LOGIN CREATEDB PASSWORD 'vidinsight';
+        END IF; END \$\$;" >/dev/null || die "could not create the vidinsight role"
+    local db
+    for db in vidinsight apicurio; do
+        if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$db'")" ]; then
+            psql_admin -c "CREATE DATABASE $db OWNER vidinsight" >/dev/null ||
+                die "could not create database $db"
+        fi
+    done
+}
+
+# ---------------------------------------------------------------------------- kafka
+
+KAFKA_HOME="$OPT_DIR/kafka"
+KAFKA_DATA="$DATA_DIR/kafka"
+KAFKA_CLUSTER_ID_FILE="$DATA_DIR/kafka.cluster-id"
+KAFKA_CONFIG="$ETC_DIR/kafka/server.properties"
+KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
+
+port_vars_kafka() { echo VI_KAFKA_PORT VI_KAFKA_CONTROLLER_PORT; }
+start_timeout_kafka() { echo 120; }
+
+kafka_installed() {
+    [ -f "$KAFKA_HOME/libs.sha256" ] && [ "$(cat "$KAFKA_HOME/libs.sha256")" = "$(file_sha256 "$KAFKA_POM")" ]
+}
+
+preflight_kafka() {
+    require_java
+    kafka_installed || require_mvn
+}
+
+kafka_java() {
+    "$JAVA" -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+install_kafka() {
+    if ! kafka_installed; then
+        say "kafka: fetching the broker's jars with Maven (checksums checked)"
+        rm -rf "$KAFKA_HOME/libs.tmp"
+        mkdir -p "$KAFKA_HOME"
+        mvn_quiet -f "$KAFKA_POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_HOME/libs.tmp"
+        rm -rf "$KAFKA_HOME/libs"
+        mv "$KAFKA_HOME/libs.tmp" "$KAFKA_HOME/libs"
+        file_sha256 "$KAFKA_POM" >"$KAFKA_HOME/libs.sha256"
+    fi
+    mkdir -p "$(dirname "$KAFKA_CONFIG")"
+    sed -e "s#@PORT@#$VI_KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$VI_KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@DATA_DIR@#$KAFKA_DATA#g" "$SCRIPT_DIR/kafka/server.properties.in" >"$KAFKA_CONFIG"
+    [ -f "$KAFKA_DATA/meta.properties" ] && return 0
+    if [ ! -s "$KAFKA_CLUSTER_ID_FILE" ]; then
+        # The tool prints a log line before the id: keep only the id (22 base64url characters).
+        local id
+        id="$(kafka_java kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka.log" |
+            grep -E '^[A-Za-z0-9_-]{22}$' | tail -n 1)" || true
+        [ -n "$id" ] || die "kafka StorageTool random-uuid gave no cluster id; see $LOG_DIR/kafka.log"
+        printf '%s\n' "$id" >"$KAFKA_CLUSTER_ID_FILE"
+    fi
+    say "kafka: formatting $KAFKA_DATA (cluster id $(cat "$KAFKA_CLUSTER_ID_FILE"))"
+    mkdir -p "$KAFKA_DATA"
+    kafka_java kafka.tools.StorageTool format --standalone -t "$(cat "$KAFKA_CLUSTER_ID_FILE")" \
+        -c "$KAFKA_CONFIG" -g >>"$LOG_DIR/kafka.log" 2>&1 ||
+        die "kafka storage format failed; see $LOG_DIR/kafka.log"
+}
+
+start_kafka() {
+    local heap
+    read -r -a heap <<<"$VI_KAFKA_HEAP_OPTS"
+    spawn kafka "$KAFKA_HOME" "$JAVA" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
+        -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_CONFIG"
+}
+
+health_kafka() {
+    python3 "$SCRIPT_DIR/kafka_probe.py" 127.0.0.1 "$VI_KAFKA_PORT" 2 2>/dev/null
+}
+
+# ---------------------------------------------------------------------------- registry
+
+REGISTRY_POM="$SCRIPT_DIR/registry/pom.xml"
+REGISTRY_VERSION="$(sed -n 's#.*<apicurio.version>\(.*\)</apicurio.version>.*#\1#p' "$REGISTRY_POM")"
+REGISTRY_HOME="$OPT_DIR/apicurio/$REGISTRY_VERSION"
+
+port_vars_registry() { echo VI_REGISTRY_PORT; }
+start_timeout_registry() { echo 180; }
+
+registry_url() { printf 'http://127.0.0.1:%s/apis/ccompat/v7' "$VI_REGISTRY_PORT"; }
+
+# The runnable jar: quarkus-app/quarkus-run.jar (3.1 and newer) or *-runner.jar (3.0.x).
+registry_jar() {
+    if [ -f "$REGISTRY_HOME/quarkus-app/quarkus-run.jar" ]; then
+        printf '%s' "$REGISTRY_HOME/quarkus-app/quarkus-run.jar"
+        return 0
+    fi
+    local jar
+    for jar in "$REGISTRY_HOME"/*-runner.jar; do
+        [ -f "$jar" ] && printf '%s' "$jar" && return 0
+    done
+    return 1
+}
+
+preflight_registry() {
+    require_java
+    registry_jar >/dev/null || require_mvn
+}
+
+install_registry() {
+    registry_jar >/dev/null && return 0
+    say "registry: fetching Apicurio Registry $REGISTRY_VERSION with Maven (checksums checked)"
+    rm -rf "$REGISTRY_HOME.tmp"
+    mkdir -p "$(dirname "$REGISTRY_HOME")"
+    mvn_quiet -f "$REGISTRY_POM" dependency:unpack -Dapicurio.dir="$REGISTRY_HOME.tmp"
+    rm -rf "$REGISTRY_HOME"
+    mv "$REGISTRY_HOME.tmp" "$REGISTRY_HOME"
+    registry_jar >/dev/null || die "no runnable jar in $REGISTRY_HOME after unpacking"
+}
+
+start_registry() {
+    health_postgres || die "the registry keeps its schemas in PostgreSQL, which is not running: start it first (stack.sh start postgres)"
+    local heap jar
+    read -r -a heap <<<"$VI_REGISTRY_HEAP_OPTS"
+    jar="$(registry_jar)"
+    spawn registry "$REGISTRY_HOME" env \
+        APICURIO_STORAGE_KIND=sql \
+        APICURIO_STORAGE_SQL_KIND=postgresql \
+        APICURIO_DATASOURCE_URL="jdbc:postgresql://127.0.0.1:$VI_POSTGRES_PORT/apicurio" \
+        APICURIO_DATASOURCE_USERNAME=vidinsight \
+        APICURIO_DATASOURCE_PASSWORD=vidinsight \
+        APICURIO_DATASOURCE_JDBC_INITIAL_SIZE=2 \
+        APICURIO_DATASOURCE_JDBC_MIN_SIZE=2 \
+        APICURIO_DATASOURCE_JDBC_MAX_SIZE=20 \
+        "$JAVA" "${heap[@]}" -Djava.awt.headless=true \
+        -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$VI_REGISTRY_PORT" \
+        -Dapicurio.ccompat.legacy-id-mode.enabled=false \
+        -jar "$jar"
+}
+
+health_registry() {
+    curl -fsS -o /dev/null --max-time 3 "$(registry_url)/subjects" 2>/dev/null
+}
+
+after_start_registry() {
+    # Confluent's default compatibility is BACKWARD; Apicurio's is NONE. Make it BACKWARD.
+    local answer
+    answer="$(curl -fsS --max-time 10 -X PUT \
+        -H 'Content-Type: application/vnd.schemaregistry.v1+json' \
+        -d '{"compatibility":"BACKWARD"}' "$(registry_url)/config")" ||
+        die "could not set the registry's global compatibility to BACKWARD"
+    case "$answer" in
+    *BACKWARD*) ;;
+    *) die "the registry answered '$answer' when setting compatibility BACKWARD" ;;
+    esac
+}
+
+# ---------------------------------------------------------------------------- extra services
+
+if [ -d "$SCRIPT_DIR/services.d" ]; then
+    for extra in "$SCRIPT_DIR"/services.d/*.sh; do
+        [ -f "$extra" ] || continue
+        # shellcheck source=/dev/null
+        source "$extra"
+    done
+fi
+
+# ---------------------------------------------------------------------------- commands
+
+LOCKED=0
+take_lock() {
+    [ "$LOCKED" = 1 ] && return 0
+    make_state_dirs
+    exec 9>"$RUN_DIR/stack.lock"
+    flock -w 900 9 || die "another stack.sh holds $RUN_DIR/stack.lock"
+    LOCKED=1
+}
+
+preflight_all() {
+    local svc
+    check_disk
+    for svc in "${SERVICES[@]}"; do
+        has_function "preflight_$svc" && "preflight_$svc"
+    done
+    return 0
+}
+
+cmd_up() {
+    take_lock
+    local began=$SECONDS svc
+    preflight_all
+    for svc in "${SERVICES[@]}"; do
+        start_service "$svc"
+    done
+    say "up: ${#SERVICES[@]} services healthy ($((SECONDS - began))s)"
+}
+
+cmd_down() {
+    take_lock
+    local i
+    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
+        stop_service "${SERVICES[$i]}"
+    done
+}
+
+cmd_status() {
+    local svc pid state bad=0
+    for svc in "${SERVICES[@]}"; do
+        if pid="$(service_pid "$svc")"; then
+            if service_health "$svc"; then
+                state="healthy"
+            else
+                state="unhealthy"
+                bad=1
+            fi
+            printf '%-10s %-10s pid %s\n' "$svc" "$state" "$pid"
+        else
+            printf '%-10s %-10s\n' "$svc" "stopped"
+            bad=1
+        fi
+    done
+    return "$bad"
+}
+
+cmd_logs() {
+    local follow=0 lines="${VI_LOG_LINES:-100}" svc="" arg
+    for arg in "$@"; do
+        case "$arg" in
+        -f | --follow) follow=1 ;;
+        *) svc="$arg" ;;
+        esac
+    done
+    local files=()
+    if [ -n "$svc" ]; then
+        known_service "$svc" || die "unknown service '$svc' (services: ${SERVICES[*]})"
+        files=("$LOG_DIR/$svc.log")
+    else
+        for svc in "${SERVICES[@]}"; do
+            [ -f "$LOG_DIR/$svc.log" ] && files+=("$LOG_DIR/$svc.log")
+        done
+    fi
+    [ "${#files[@]}" -gt 0 ] || die "no logs yet in $LOG_DIR"
+    if [ "$follow" = 1 ]; then
+        exec tail -n "$lines" -F "${files[@]}"
+    fi
+    tail -n "$lines" "${files[@]}"
+}
+
+need_service_arg() {
+    [ -n "${1:-}" ] || die "which service? (${SERVICES[*]})"
+    known_service "$1" || die "unknown service '$1' (services: ${SERVICES[*]})"
+}
+
+usage() {
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+main() {
+    local cmd="${1:-}"
+    [ $# -gt 0 ] && shift
+    case "$cmd" in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    logs) cmd_logs "$@" ;;
+    start)
+        need_service_arg "${1:-}"
+        take_lock
+        start_service "$1"
+        ;;
+    stop)
+        need_service_arg "${1:-}"
+        take_lock
+        stop_service "$1"
+        ;;
+    restart)
+        need_service_arg "${1:-}"
+        take_lock
+        stop_service "$1"
+        start_service "$1"
+        ;;
+    -h | --help | help) usage ;;
+    *)
+        usage >&2
+        exit 2
+        ;;
+    esac
+}
+
+main "$@"
