@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+# The HTTP library the client really uses (httpx2 where installed, else httpx): its
+# TransportError is what an unreachable registry raises.
+from confluent_kafka.schema_registry.common._httpx_compat import httpx
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from vidinsight.errors import PermanentError, Reason, TransientError, VidinsightError
