@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 
@@ -22,7 +23,7 @@ class AuditEntry:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def append(conn: psycopg.Connection[Any], entries: Sequence[AuditEntry]) -> None:
+def append(conn: psycopg.Connection[DictRow], entries: Sequence[AuditEntry]) -> None:
     """Append entries in the caller's transaction, so they exist exactly when the change does."""
     if not entries:
         return
@@ -46,11 +47,10 @@ def append(conn: psycopg.Connection[Any], entries: Sequence[AuditEntry]) -> None
         )
 
 
-def entries_for_job(conn: psycopg.Connection[Any], job_id: str) -> list[dict[str, Any]]:
+def entries_for_job(conn: psycopg.Connection[DictRow], job_id: str) -> list[dict[str, Any]]:
     """A job's audit trail, oldest first."""
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(
-            "SELECT stage, event, status, reason, attempt, detail, created_at FROM audit_log"
-            " WHERE job_id = %s ORDER BY id",
-            (job_id,),
-        ).fetchall()
+    return conn.execute(
+        "SELECT stage, event, status, reason, attempt, detail, created_at FROM audit_log"
+        " WHERE job_id = %s ORDER BY id",
+        (job_id,),
+    ).fetchall()

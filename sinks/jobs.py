@@ -219,3 +219,14 @@ def unpublished(
         " ORDER BY created_at LIMIT %s FOR UPDATE SKIP LOCKED",
         (older_than, limit),
     ).fetchall()
+
+
+def reopen_job(conn: Connection, job_id: str) -> bool:
+    """Put a failed job back to running, for a dead-letter replay; False if it was not failed."""
+    row = conn.execute(
+        "UPDATE jobs SET status = 'running', error_stage = NULL, error_reason = NULL,"
+        " error_message = NULL, completed_at = NULL, updated_at = now()"
+        " WHERE job_id = %s AND status = 'failed' RETURNING job_id",
+        (job_id,),
+    ).fetchone()
+    return row is not None

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 FINISHED = ("succeeded", "dead_lettered")
@@ -52,7 +53,7 @@ class FinishedRun:
 
 
 def finished_runs(
-    conn: psycopg.Connection[Any], stage: str, run_keys: Iterable[str]
+    conn: psycopg.Connection[DictRow], stage: str, run_keys: Iterable[str]
 ) -> dict[str, FinishedRun]:
     """The runs among ``run_keys`` that already finished, by key."""
     rows = conn.execute(
@@ -60,11 +61,11 @@ def finished_runs(
         " WHERE stage = %s AND run_key = ANY(%s) AND status = ANY(%s)",
         (stage, list(run_keys), list(FINISHED)),
     ).fetchall()
-    return {r[0]: FinishedRun(run_key=r[0], status=r[1], attempts=r[2], outputs=r[3]) for r in rows}
+    return {r["run_key"]: FinishedRun(**r) for r in rows}
 
 
 def begin_attempts(
-    conn: psycopg.Connection[Any], stage: str, starts: Sequence[RunStart]
+    conn: psycopg.Connection[DictRow], stage: str, starts: Sequence[RunStart]
 ) -> dict[str, int]:
     """Count one more attempt for each run and return the new counts.
 
@@ -97,10 +98,12 @@ def begin_attempts(
             [s.offset for s in starts],
         ),
     ).fetchall()
-    return {r[0]: r[1] for r in rows}
+    return {r["run_key"]: r["attempts"] for r in rows}
 
 
-def finish_runs(conn: psycopg.Connection[Any], stage: str, outcomes: Sequence[RunOutcome]) -> None:
+def finish_runs(
+    conn: psycopg.Connection[DictRow], stage: str, outcomes: Sequence[RunOutcome]
+) -> None:
     """Record how each run ended, with the outputs a redelivery will re-emit."""
     if not outcomes:
         return
@@ -132,7 +135,7 @@ def finish_runs(conn: psycopg.Connection[Any], stage: str, outcomes: Sequence[Ru
         )
 
 
-def reopen(conn: psycopg.Connection[Any], stage: str, run_key: str) -> None:
+def reopen(conn: psycopg.Connection[DictRow], stage: str, run_key: str) -> None:
     """Make a dead-lettered run runnable again, with a fresh attempt count (for DLQ replay)."""
     conn.execute(
         "UPDATE stage_runs SET status = 'failed', attempts = 0, updated_at = now()"
@@ -141,11 +144,10 @@ def reopen(conn: psycopg.Connection[Any], stage: str, run_key: str) -> None:
     )
 
 
-def runs_for_job(conn: psycopg.Connection[Any], job_id: str) -> list[dict[str, Any]]:
+def runs_for_job(conn: psycopg.Connection[DictRow], job_id: str) -> list[dict[str, Any]]:
     """Every stage run of a job, oldest first."""
-    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        return cur.execute(
-            "SELECT stage, run_key, status, attempts, reason, error_message, started_at,"
-            " finished_at FROM stage_runs WHERE job_id = %s ORDER BY started_at NULLS LAST",
-            (job_id,),
-        ).fetchall()
+    return conn.execute(
+        "SELECT stage, run_key, status, attempts, reason, error_message, started_at,"
+        " finished_at FROM stage_runs WHERE job_id = %s ORDER BY started_at NULLS LAST",
+        (job_id,),
+    ).fetchall()

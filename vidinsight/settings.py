@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     batch_max_messages: int = 500
     batch_max_wait_ms: int = 5
     unknown_error_max_attempts: int = 3
+    # A run delivered this many times without finishing (its worker died each time)
+    # is dead-lettered instead of crash-looping.
+    max_deliveries: int = 5
+    worker_threads: int = 4
+    revoke_grace_seconds: float = 10.0
+    producer_linger_ms: int = 2
+    stall_check_interval_seconds: float = 5.0
+    consumer_close_timeout_seconds: float = 10.0
     transient_backoff_initial_seconds: float = 0.2
     transient_backoff_max_seconds: float = 10.0
     shutdown_grace_seconds: float = 30.0

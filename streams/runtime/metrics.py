@@ -1,0 +1,58 @@
+"""The runtime's Prometheus metrics, one set per process, labelled by stage."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter(
+    "vidinsight_stage_messages_total",
+    "Input messages finished by a stage, by outcome (processed, short_circuited, dead_lettered).",
+    ["stage", "outcome"],
+)
+RETRIES = Counter(
+    "vidinsight_stage_retries_total",
+    "Retries of a handler, a transaction or a produce, by reason code.",
+    ["stage", "reason"],
+)
+DEAD_LETTERS = Counter(
+    "vidinsight_stage_dead_letters_total",
+    "Messages sent to the stage's dead-letter topic, by reason code.",
+    ["stage", "reason"],
+)
+HANDLER_SECONDS = Histogram(
+    "vidinsight_stage_handler_duration_seconds",
+    "Time a handler took for one message.",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900),
+)
+BATCH_SECONDS = Histogram(
+    "vidinsight_stage_batch_duration_seconds",
+    "Time from taking a batch to its delivered outputs, before the commit.",
+    ["stage"],
+    buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
+)
+IN_FLIGHT = Gauge(
+    "vidinsight_stage_in_flight_messages",
+    "Messages handed to worker threads and not yet committed.",
+    ["stage"],
+)
+CONSUMER_LAG = Gauge(
+    "vidinsight_consumer_lag_messages",
+    "High watermark minus committed offset, per owned partition.",
+    ["stage", "topic", "partition"],
+)
+LAST_COMMIT = Gauge(
+    "vidinsight_stage_last_commit_timestamp_seconds",
+    "Unix time of the stage's last successful offset commit.",
+    ["stage"],
+)
+STALLS = Counter(
+    "vidinsight_stage_partition_stalls_total",
+    "Owned partitions found with lag and no commit for longer than the stage's time budget.",
+    ["stage"],
+)
+REBALANCES = Counter(
+    "vidinsight_stage_partitions_rebalanced_total",
+    "Partitions assigned to or revoked from this worker, by event (assigned, revoked, lost).",
+    ["stage", "event"],
+)

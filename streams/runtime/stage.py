@@ -1,0 +1,86 @@
+"""What a stage supplies to the runtime, and what it gets back from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinks.db import Connection
+from topics.catalogue import COSTS_TOPIC
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One decoded input message, with where it came from and how often it was tried."""
+
+    key: str
+    value: Mapping[str, Any]
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    attempt: int
+
+    @property
+    def job_id(self) -> str:
+        return str(self.value.get("job_id") or self.key)
+
+    @property
+    def customer_id(self) -> str | None:
+        customer = self.value.get("customer_id")
+        return str(customer) if customer is not None else None
+
+
+@dataclass(frozen=True)
+class Output:
+    """A message the stage emits: the runtime encodes it with ``schema`` and produces it."""
+
+    topic: str
+    schema: str
+    key: str
+    value: Mapping[str, Any]
+
+
+@dataclass
+class StageResult:
+    """What a handler returns: its outputs, its cost events and a payload for its upserts."""
+
+    outputs: list[Output] = field(default_factory=list)
+    cost_events: list[Mapping[str, Any]] = field(default_factory=list)
+    payload: Any = None
+
+
+Handler = Callable[[Inbound], StageResult]
+Store = Callable[[Connection, Inbound, StageResult], None]
+
+
+def store_nothing(conn: Connection, inbound: Inbound, result: StageResult) -> None:
+    """For stages whose whole effect is their outputs."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage: its input, its handler and the upserts that store its result.
+
+    ``store`` runs inside the runtime's one transaction for the batch, beside the
+    stage-run record and the audit entry, so a result is stored exactly when its
+    run is marked done.
+    """
+
+    name: str
+    input_topic: str
+    input_schema: str
+    handler: Handler
+    store: Store = store_nothing
+    dlq_topic: str | None = None
+    group_id: str | None = None
+    costs_topic: str = COSTS_TOPIC
+
+    @property
+    def consumer_group(self) -> str:
+        return self.group_id or f"vi.{self.name}"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"vi.{self.name}.dlq"

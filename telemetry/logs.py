@@ -1,0 +1,95 @@
+"""Structured JSON logs from one place.
+
+Every line is one JSON object. Lines about a job carry ``job_id``, ``customer_id``,
+``stage`` and ``attempt`` (invariant I4); failures carry ``reason``. Secrets are
+scrubbed from the message and every field before the line is written, so an API
+key or a password in a URL never reaches a log file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+# Fields a caller may attach with ``extra=``; anything else on the record is ignored.
+CONTEXT_FIELDS = (
+    "job_id",
+    "customer_id",
+    "stage",
+    "attempt",
+    "reason",
+    "duration_ms",
+    "topic",
+    "partition",
+    "offset",
+    "error_class",
+    "exception_type",
+    "event",
+    "detail",
+)
+
+_SECRET_PATTERNS = (
+    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
+    (re.compile(r"\bvi_[A-Za-z0-9_-]{8,}"), "vi_[redacted]"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-[redacted]"),
+    (re.compile(r"(?i)(://[^:/\s@]+:)[^@\s]+@"), r"\1[redacted]@"),
+    (
+        re.compile(r"(?i)((?:api[_-]?key|password|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
+        r"\1[redacted]",
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """The text with every known secret shape replaced by a marker."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrub(v) for v in value]
+    return value
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON line with the context fields it carries."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for field in CONTEXT_FIELDS:
+            value = getattr(record, field, None)
+            if value is not None:
+                line[field] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(_scrub(line), default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    """Route every logger of the process to stderr as JSON lines (idempotent)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("httpx", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
