@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sinks.db import Connection
@@ -57,7 +57,10 @@ class CostEvent:
         if "occurred_at" in record:
             values["occurred_at"] = record["occurred_at"]
         else:
-            values["occurred_at"] = datetime.fromtimestamp(record["occurred_at_ms"] / 1000, tz=UTC)
+            millis = int(record["occurred_at_ms"])
+            values["occurred_at"] = datetime.fromtimestamp(millis // 1000, tz=UTC) + timedelta(
+                milliseconds=millis % 1000
+            )
         return cls(**values)
 
 
