@@ -26,6 +26,8 @@ from typing import Any
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from fastavro import parse_schema
+from fastavro.validation import ValidationError, validate
 
 from schemas.registry import registry_client, translate
 from vidinsight.errors import PermanentError, Reason
@@ -66,6 +68,26 @@ def load_schema(schema_name: str) -> str:
     if schema_name not in SCHEMA_NAMES:
         raise ValueError(f"unknown schema {schema_name!r}; known: {', '.join(SCHEMA_NAMES)}")
     return (SCHEMA_DIR / f"{schema_name}.avsc").read_text(encoding="utf-8")
+
+
+@cache
+def _parsed_schema(schema_name: str) -> Any:
+    """The fastavro form of a platform schema, for validating values before encoding."""
+    return parse_schema(json.loads(load_schema(schema_name)))
+
+
+def check_value(schema_name: str, value: Mapping[str, Any]) -> None:
+    """PermanentError(invalid_schema) unless every field of ``value`` has its schema's type.
+
+    The writer alone would coerce some mistakes silently (a float written to a long
+    field is truncated), which for *_usd_micros means wrong money.
+    """
+    try:
+        validate(value, _parsed_schema(schema_name), raise_errors=True)
+    except ValidationError as exc:
+        raise PermanentError(
+            Reason.INVALID_SCHEMA, f"{schema_name}: {'; '.join(map(str, exc.errors))}"
+        ) from exc
 
 
 def subject_for(topic: str) -> str:
@@ -127,6 +149,7 @@ class Codec:
         the registry refuses the schema, TransientError(registry_unavailable) when the
         registry cannot be reached.
         """
+        check_value(schema_name, value)
         serializer = self._serializer(topic, schema_name)
         context = SerializationContext(topic, MessageField.VALUE)
         try:

@@ -1,0 +1,1 @@
+"""Tests of the Avro schemas and the codec."""
