@@ -12,6 +12,8 @@ from topics.catalogue import dlq_topic
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import get_settings
 
+ROW = "{:>8}  {:19}  {:36}  {:22}  {:>5}  {}"
+
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("dlq", help="list or replay a stage's dead letters")
@@ -45,19 +47,15 @@ def list_letters(args: argparse.Namespace) -> int:
     except (VidinsightError, ValueError) as exc:
         print(f"error: {exc}")
         return 1
-    header = ("offset", "dead-lettered at", "job", "reason", "tries", "exception")
-    print(
-        f"{header[0]:>8}  {header[1]:19}  {header[2]:36}  {header[3]:22}  {header[4]:>5}  {header[5]}"
-    )
+    print(ROW.format("offset", "dead-lettered at", "job", "reason", "tries", "exception"))
     for r in records:
         v = r.value
         at = dt.datetime.fromtimestamp(v["dead_lettered_at_ms"] / 1000, dt.UTC).strftime(
             "%Y-%m-%d %H:%M:%S"
         )
-        print(
-            f"{r.partition}:{r.offset:<6}  {at}  {v.get('job_id') or '-':36}  {v['reason']:22}  "
-            f"{v['attempts']:>5}  {v['exception_type']}: {v['exception_message'][:80]}"
-        )
+        where = f"{r.partition}:{r.offset}"
+        error = f"{v['exception_type']}: {v['exception_message'][:80]}"
+        print(ROW.format(where, at, v.get("job_id") or "-", v["reason"], v["attempts"], error))
     print(f"{len(records)} dead letter(s)")
     return 0
 
