@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.postgres",
     "tests.fixtures.kafka",
     "tests.fixtures.registry",
+    "tests.fixtures.workers",
 ]
