@@ -22,8 +22,10 @@ CLIENT_ID = b"vidinsight-stack-probe"
 
 def metadata_request() -> bytes:
     """A framed Metadata v8 request for all topics (request header v1)."""
-    header = struct.pack(">hhih", METADATA_API_KEY, METADATA_API_VERSION, CORRELATION_ID,
-                         len(CLIENT_ID)) + CLIENT_ID
+    header = (
+        struct.pack(">hhih", METADATA_API_KEY, METADATA_API_VERSION, CORRELATION_ID, len(CLIENT_ID))
+        + CLIENT_ID
+    )
     # topics = null (all), allow_auto_topic_creation, include cluster/topic authorized ops.
     body = struct.pack(">ibbb", -1, 0, 0, 0)
     payload = header + body

@@ -3,9 +3,11 @@
 #
 #   stack.sh up                  install what is missing, start every service, wait until healthy
 #   stack.sh down                stop every service (by pid file: TERM, wait, then KILL)
-#   stack.sh status              one line per service; exit 1 if any is not healthy
+#   stack.sh status [SERVICE]    one line per service; exit 1 if any is not healthy
 #   stack.sh logs [SERVICE] [-f] the last lines of each log (or of one; -f follows)
 #   stack.sh start|stop|restart SERVICE
+#   stack.sh with COMMAND...     start what is not running, run COMMAND, then stop only what
+#                                this run started; exits with COMMAND's code (make test uses it)
 #
 # Services start in order (postgres, kafka, registry) and stop in reverse. Each service is a
 # set of functions named after it:
@@ -33,7 +35,7 @@ DATA_DIR="$STATE_DIR/data"
 CACHE_DIR="$STATE_DIR/cache"
 OPT_DIR="$STATE_DIR/opt"
 ETC_DIR="$STATE_DIR/etc"
-M2_REPO="$CACHE_DIR/m2"
+M2_REPO="${VI_MAVEN_REPO:-$CACHE_DIR/m2}" # Maven local repository (a cache of downloads)
 
 : "${VI_POSTGRES_PORT:=5432}"
 : "${VI_KAFKA_PORT:=9092}"
@@ -440,6 +442,7 @@ install_registry() {
     mvn_quiet -f "$REGISTRY_POM" dependency:unpack -Dapicurio.dir="$REGISTRY_HOME.tmp"
     rm -rf "$REGISTRY_HOME"
     mv "$REGISTRY_HOME.tmp" "$REGISTRY_HOME"
+    rm -rf "$REGISTRY_HOME.tmp.markers"
     registry_jar >/dev/null || die "no runnable jar in $REGISTRY_HOME after unpacking"
 }
 
@@ -460,6 +463,7 @@ start_registry() {
         "$JAVA" "${heap[@]}" -Djava.awt.headless=true \
         -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$VI_REGISTRY_PORT" \
         -Dapicurio.ccompat.legacy-id-mode.enabled=false \
+        -Dquarkus.datasource.postgresql.jdbc.validate-on-borrow=true \
         -jar "$jar"
 }
 
@@ -501,6 +505,13 @@ take_lock() {
     LOCKED=1
 }
 
+release_lock() {
+    [ "$LOCKED" = 1 ] || return 0
+    flock -u 9
+    exec 9>&-
+    LOCKED=0
+}
+
 preflight_all() {
     local svc
     check_disk
@@ -529,8 +540,12 @@ cmd_down() {
 }
 
 cmd_status() {
-    local svc pid state bad=0
-    for svc in "${SERVICES[@]}"; do
+    local svc pid state bad=0 selected=("${SERVICES[@]}")
+    if [ -n "${1:-}" ]; then
+        need_service_arg "$1"
+        selected=("$1")
+    fi
+    for svc in "${selected[@]}"; do
         if pid="$(service_pid "$svc")"; then
             if service_health "$svc"; then
                 state="healthy"
@@ -571,13 +586,36 @@ cmd_logs() {
     tail -n "$lines" "${files[@]}"
 }
 
+cmd_with() {
+    [ $# -gt 0 ] || die "with: which command? (stack.sh with pytest ...)"
+    take_lock
+    preflight_all
+    local svc started=() rc=0 i
+    for svc in "${SERVICES[@]}"; do
+        if ! service_health "$svc"; then
+            start_service "$svc"
+            started+=("$svc")
+        fi
+    done
+    # The command may stop and start services itself (fault tests): it must not wait on us.
+    release_lock
+    "$@" || rc=$?
+    if [ "${#started[@]}" -gt 0 ]; then
+        take_lock
+        for ((i = ${#started[@]} - 1; i >= 0; i--)); do
+            stop_service "${started[$i]}"
+        done
+    fi
+    return "$rc"
+}
+
 need_service_arg() {
     [ -n "${1:-}" ] || die "which service? (${SERVICES[*]})"
     known_service "$1" || die "unknown service '$1' (services: ${SERVICES[*]})"
 }
 
 usage() {
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 main() {
@@ -586,7 +624,9 @@ main() {
     case "$cmd" in
     up) cmd_up ;;
     down) cmd_down ;;
-    status) cmd_status ;;
+    status) cmd_status "$@" ;;
+    services) printf '%s\n' "${SERVICES[@]}" ;;
+    with) cmd_with "$@" ;;
     logs) cmd_logs "$@" ;;
     start)
         need_service_arg "${1:-}"

@@ -1,0 +1,79 @@
+# vidinsight: the commands a person (and CI) runs. Each target installs what it needs first.
+#
+#   make demo     install, start the local stack, run the demo
+#   make test     install, lint, type-check, then pytest against the local stack
+#   make up | down | status | logs [SERVICE=kafka] | install | lint
+#
+# VI_STATE_DIR moves the local stack's state (default .state); VI_LOCAL_STACK=0 makes
+# `make test` use the services named by VI_KAFKA_BOOTSTRAP, VI_REGISTRY_URL and
+# VI_DATABASE_URL without starting the local stack.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3.11
+VENV := .venv
+STATE_DIR := $(or $(VI_STATE_DIR),.state)
+INSTALL_STAMP := $(STATE_DIR)/install.stamp
+STACK := deploy/local/stack.sh
+VI_LOCAL_STACK ?= 1
+PYTEST_ARGS ?=
+SERVICE ?=
+
+# litellm fetches its price map from the internet at import unless told not to.
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help install up down status logs lint test demo
+
+help:
+	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+
+# The virtualenv, from the hashed lock only (no resolver at install time). The stamp holds
+# the checksum of requirements.lock and pyproject.toml, so a second run takes no time.
+install:
+	@want="$$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"; \
+	have="$$(cat $(INSTALL_STAMP) 2>/dev/null || true)"; \
+	if [ -x $(VENV)/bin/python ] && [ "$$want" = "$$have" ]; then exit 0; fi; \
+	if [ ! -x $(VENV)/bin/python ]; then \
+		command -v $(PYTHON) >/dev/null || { echo "make: error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }; \
+		echo "install: creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv $(VENV); \
+	fi; \
+	echo "install: installing requirements.lock into $(VENV) (hashes checked)"; \
+	$(VENV)/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock; \
+	$(VENV)/bin/python -m pip install -q --no-deps --no-build-isolation -e .; \
+	$(VENV)/bin/python -m pip check; \
+	mkdir -p $(STATE_DIR); \
+	echo "$$want" > $(INSTALL_STAMP)
+
+up: install
+	@$(STACK) up
+
+down:
+	@$(STACK) down
+
+status:
+	@$(STACK) status
+
+logs:
+	@$(STACK) logs $(SERVICE)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy .
+
+# Starts the services that are not running, runs pytest, then stops only what it started,
+# also when pytest fails; the exit code is pytest's.
+test: lint
+	@if [ "$(VI_LOCAL_STACK)" = 0 ]; then \
+		$(VENV)/bin/pytest $(PYTEST_ARGS); \
+	else \
+		$(STACK) with $(VENV)/bin/pytest $(PYTEST_ARGS); \
+	fi
+
+demo: up
+	@echo "demo: the local stack is up (PostgreSQL, Kafka, schema registry)."
+	@echo "demo: the pipeline (stage workers, gateway) is not wired yet; this target will run a video through it."
