@@ -12,7 +12,11 @@ SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-PYTHON ?= python3.11
+# Python 3.11: python3.11 on PATH, else python3 when that is 3.11.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(shell command -v python3.11 2>/dev/null || \
+	(python3 -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' 2>/dev/null && command -v python3))
+endif
 VENV := .venv
 STATE_DIR := $(or $(VI_STATE_DIR),.state)
 INSTALL_STAMP := $(STATE_DIR)/install.stamp
@@ -37,7 +41,7 @@ install:
 	have="$$(cat $(INSTALL_STAMP) 2>/dev/null || true)"; \
 	if [ -x $(VENV)/bin/python ] && [ "$$want" = "$$have" ]; then exit 0; fi; \
 	if [ ! -x $(VENV)/bin/python ]; then \
-		command -v $(PYTHON) >/dev/null || { echo "make: error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }; \
+		[ -n "$(PYTHON)" ] || { echo "make: error: Python 3.11 not found; install it or run make PYTHON=/path/to/python3.11" >&2; exit 1; }; \
 		echo "install: creating $(VENV) with $(PYTHON)"; \
 		$(PYTHON) -m venv $(VENV); \
 	fi; \

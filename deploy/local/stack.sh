@@ -19,7 +19,8 @@
 #   stop_signal_<svc>    optional: the signal that asks it to stop (default TERM)
 #   start_timeout_<svc>  optional: seconds to wait for health (default 120)
 # More services (stage workers, the gateway) go in deploy/local/services.d/*.sh, which this
-# script sources; each file calls `add_service NAME` and defines the functions above.
+# script sources; each file calls `add_service NAME` and defines the functions above (a dash
+# in NAME is an underscore in the function names).
 #
 # Everything lives under the state directory (VI_STATE_DIR, default <repo>/.state):
 #   run/<svc>.pid  logs/<svc>.log  data/postgres  data/kafka  cache/m2  opt/kafka/libs  opt/apicurio
@@ -43,6 +44,7 @@ M2_REPO="${VI_MAVEN_REPO:-$CACHE_DIR/m2}" # Maven local repository (a cache of d
 : "${VI_REGISTRY_PORT:=8081}"
 : "${VI_MIN_FREE_GIB:=2}"
 : "${VI_STOP_TIMEOUT_SECONDS:=30}"
+: "${VI_LOG_ROTATE_MIB:=64}"
 : "${VI_POSTGRES_BIN:=/usr/lib/postgresql/15/bin}"
 : "${VI_KAFKA_HEAP_OPTS:=-Xms256m -Xmx1g}"
 : "${VI_REGISTRY_HEAP_OPTS:=-Xms128m -Xmx768m}"
@@ -104,6 +106,10 @@ spawn() {
     local svc="$1" workdir="$2"
     shift 2
     local log="$LOG_DIR/$svc.log"
+    # Keep one previous log once it grows past VI_LOG_ROTATE_MIB.
+    if [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt $((VI_LOG_ROTATE_MIB * 1024 * 1024)) ]; then
+        mv -f "$log" "$log.1"
+    fi
     printf '\n=== %s stack.sh: starting %s: %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$svc" "$*" >>"$log"
     # fd 9 is the stack lock: the service must not inherit it.
     (cd "$workdir" && exec setsid "$@" >>"$log" 2>&1 </dev/null 9>&-) &
@@ -116,15 +122,15 @@ spawn() {
 service_health() {
     local svc="$1"
     service_pid "$svc" >/dev/null || return 1
-    if has_function "health_$svc"; then
-        "health_$svc"
+    if has_function "health_${svc//-/_}"; then
+        "health_${svc//-/_}"
     fi
 }
 
 # wait_healthy SERVICE: poll its health until it answers, its process dies, or time runs out.
 wait_healthy() {
     local svc="$1" timeout=120
-    has_function "start_timeout_$svc" && timeout="$("start_timeout_$svc")"
+    has_function "start_timeout_${svc//-/_}" && timeout="$("start_timeout_${svc//-/_}")"
     local deadline=$((SECONDS + timeout))
     while true; do
         if ! service_pid "$svc" >/dev/null; then
@@ -148,8 +154,8 @@ port_in_use() {
 
 check_ports() {
     local svc="$1" var port
-    has_function "port_vars_$svc" || return 0
-    for var in $("port_vars_$svc"); do
+    has_function "port_vars_${svc//-/_}" || return 0
+    for var in $("port_vars_${svc//-/_}"); do
         port="${!var}"
         if port_in_use "$port"; then
             die "port $port (for $svc) is already in use by another process; set $var to a free port"
@@ -177,19 +183,19 @@ start_service() {
     known_service "$svc" || die "unknown service '$svc' (services: ${SERVICES[*]})"
     if pid="$(service_pid "$svc")"; then
         wait_healthy "$svc"
-        has_function "after_start_$svc" && "after_start_$svc"
+        has_function "after_start_${svc//-/_}" && "after_start_${svc//-/_}"
         say "$svc: running (pid $pid)"
         return 0
     fi
     rm -f "$(pid_file "$svc")"
     check_disk
-    has_function "preflight_$svc" && "preflight_$svc"
+    has_function "preflight_${svc//-/_}" && "preflight_${svc//-/_}"
     check_ports "$svc"
-    has_function "install_$svc" && "install_$svc"
+    has_function "install_${svc//-/_}" && "install_${svc//-/_}"
     local began=$SECONDS
-    "start_$svc"
+    "start_${svc//-/_}"
     wait_healthy "$svc"
-    has_function "after_start_$svc" && "after_start_$svc"
+    has_function "after_start_${svc//-/_}" && "after_start_${svc//-/_}"
     say "$svc: started (pid $(service_pid "$svc"), healthy after $((SECONDS - began))s)"
 }
 
@@ -201,7 +207,7 @@ stop_service() {
         say "$svc: not running"
         return 0
     fi
-    has_function "stop_signal_$svc" && signal="$("stop_signal_$svc")"
+    has_function "stop_signal_${svc//-/_}" && signal="$("stop_signal_${svc//-/_}")"
     kill -s "$signal" "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + VI_STOP_TIMEOUT_SECONDS))
     while service_pid "$svc" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
@@ -516,7 +522,7 @@ preflight_all() {
     local svc
     check_disk
     for svc in "${SERVICES[@]}"; do
-        has_function "preflight_$svc" && "preflight_$svc"
+        has_function "preflight_${svc//-/_}" && "preflight_${svc//-/_}"
     done
     return 0
 }
@@ -553,9 +559,9 @@ cmd_status() {
                 state="unhealthy"
                 bad=1
             fi
-            printf '%-10s %-10s pid %s\n' "$svc" "$state" "$pid"
+            printf '%-14s %-10s pid %s\n' "$svc" "$state" "$pid"
         else
-            printf '%-10s %-10s\n' "$svc" "stopped"
+            printf '%-14s %-10s\n' "$svc" "stopped"
             bad=1
         fi
     done
