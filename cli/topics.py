@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from schemas.registry import registry_client
-from topics.admin import TopicState, admin_client, apply, describe
+from topics.admin import RDKAFKA_LOGGER, TopicState, admin_client, apply, describe
 from topics.catalogue import catalogue
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import get_settings
@@ -29,9 +29,15 @@ def register(subparsers: Any) -> None:
         action.set_defaults(func=func)
 
 
+def _quiet_logging() -> None:
+    """Warnings as one line each; librdkafka's retry chatter hidden (errors are reported)."""
+    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    RDKAFKA_LOGGER.setLevel(logging.CRITICAL)
+
+
 def run_apply(args: argparse.Namespace) -> int:
     """Apply the catalogue; print each change, or "no changes"."""
-    logging.basicConfig(level=logging.WARNING, format="warning: %(message)s", stream=sys.stderr)
+    _quiet_logging()
     try:
         admin = admin_client(args.bootstrap)
         changes = apply(admin, registry_client(args.registry_url), catalogue())
@@ -47,6 +53,7 @@ def run_apply(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print one line per catalogue topic: wanted vs actual partitions, replication, drift."""
+    _quiet_logging()
     try:
         rows = describe(admin_client(args.bootstrap), catalogue())
     except VidinsightError as exc:

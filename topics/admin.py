@@ -90,9 +90,15 @@ class TopicState:
         )
 
 
+# librdkafka's own log lines (connection refused, retries) go through Python logging
+# under this name instead of straight to stderr; failures reach callers as exceptions.
+RDKAFKA_LOGGER = logging.getLogger("topics.admin.rdkafka")
+
+
 def admin_client(bootstrap: str) -> AdminClient:
-    """An AdminClient for ``bootstrap``."""
-    return AdminClient({"bootstrap.servers": bootstrap})
+    """An AdminClient for ``bootstrap`` that logs through ``RDKAFKA_LOGGER``."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOGGER}
+    return AdminClient(config)
 
 
 def kafka_error(exc: BaseException, what: str) -> VidinsightError:
