@@ -201,8 +201,9 @@ class StageWorker:
         busy = [s.tp for s in self.partitions.values() if s.busy]
         if busy:
             consumer.pause(busy)
-        metrics.REBALANCES.labels(self.stage.name, "assigned").inc(len(partitions))
-        log.info("partitions assigned: %s", _names(partitions), extra=self._labels)
+        if partitions:
+            metrics.REBALANCES.labels(self.stage.name, "assigned").inc(len(partitions))
+            log.info("partitions assigned: %s", _names(partitions), extra=self._labels)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Finish (within a grace period) or abandon in-flight work, commit, then let go."""
@@ -226,8 +227,9 @@ class StageWorker:
         for state in leaving:
             del self.partitions[state.key]
         consumer.incremental_unassign(partitions)
-        metrics.REBALANCES.labels(self.stage.name, "revoked").inc(len(partitions))
-        log.info("partitions revoked: %s", _names(partitions), extra=self._labels)
+        if partitions:
+            metrics.REBALANCES.labels(self.stage.name, "revoked").inc(len(partitions))
+            log.info("partitions revoked: %s", _names(partitions), extra=self._labels)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Lost partitions may already belong to another worker: no commit, fence at once."""

@@ -49,12 +49,14 @@ def test_the_pool_replaces_connections_killed_by_a_database_restart(settings: Se
     pool = create_pool(settings.model_copy(update={"db_pool_min_size": 1, "db_pool_max_size": 1}))
     try:
         with transaction(pool) as conn:
-            first_pid = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
+            first = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+        assert first is not None
+        first_pid = first["pid"]
         with psycopg.connect(settings.database_url, autocommit=True) as killer:
             killer.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
         time.sleep(0.2)
         with transaction(pool) as conn:
-            second_pid = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()["pid"]
-        assert second_pid != first_pid
+            second = conn.execute("SELECT pg_backend_pid() AS pid").fetchone()
+        assert second is not None and second["pid"] != first_pid
     finally:
         pool.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -12,7 +13,7 @@ from sinks.db import Connection, Pool, transaction
 from vidinsight.errors import PermanentError, Reason
 
 
-def _new_job(conn: Connection, customer_id: str, **extra: object) -> str:
+def _new_job(conn: Connection, customer_id: str, **extra: Any) -> str:
     job_id = f"job_{uuid.uuid4().hex}"
     jobs.create_job(
         conn, job_id=job_id, customer_id=customer_id, source_uri="blob://in.mp4", **extra

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from typing import Any
 
 from sinks import insights, jobs, llm_cache, scenes, transcripts
 from sinks.db import Connection, Pool, transaction
@@ -73,7 +74,7 @@ def test_insights_are_upserted_and_visible_only_to_their_customer(db: Connection
 
 def test_rerunning_scene_detection_replaces_the_scenes(db: Connection) -> None:
     job_id = f"job_{uuid.uuid4().hex}"
-    cuts = [
+    cuts: list[dict[str, Any]] = [
         {"start_seconds": 0.0, "end_seconds": 4.0, "keyframe_uri": "blob://k0.jpg"},
         {"start_seconds": 4.0, "end_seconds": 9.5, "keyframe_uri": "blob://k1.jpg"},
         {"start_seconds": 9.5, "end_seconds": 12.0},

@@ -22,7 +22,7 @@ def end_state(pipeline: EchoPipeline, jobs: list[str], pool: Pool) -> dict[str, 
     bootstrap = pipeline.settings.kafka_bootstrap
     outputs: dict[str, set[bytes]] = defaultdict(set)
     for message in consume_from(bootstrap, pipeline.topics["output"], 10 * JOBS, timeout=4):
-        outputs[message.key().decode()].add(message.value())
+        outputs[bytes(message.key() or b"").decode()].add(bytes(message.value() or b""))
     costs = [
         pipeline.codec.decode(pipeline.topics["costs"], m.value())
         for m in consume_from(bootstrap, pipeline.topics["costs"], 10 * JOBS, timeout=3)

@@ -37,7 +37,7 @@ def test_garbage_and_failing_messages_are_dead_lettered_and_the_rest_flow(
     assert all(statuses[j] == "succeeded" for j in behind)
 
     letters = consume_from(bootstrap, echo_pipeline.topics["dlq"], 3)
-    by_key = {m.key().decode(): m for m in letters}
+    by_key = {bytes(m.key() or b"").decode(): m for m in letters}
     assert set(by_key) == {garbage_key, permanent, unknown}
     for message in letters:
         headers = header_map(message.headers())
@@ -79,7 +79,17 @@ def test_dlq_replay_after_the_cause_is_fixed_completes(
 
 def _cli(pipeline: EchoPipeline, action: str, *args: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "dlq", action, "echo", "--topic", pipeline.topics["dlq"], *args],
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "dlq",
+            action,
+            "echo",
+            "--topic",
+            pipeline.topics["dlq"],
+            *args,
+        ],
         cwd=REPO_ROOT,
         env=pipeline.env,
         capture_output=True,
