@@ -79,5 +79,10 @@ test: lint
 	fi
 
 demo: up
-	@echo "demo: the local stack is up (PostgreSQL, Kafka, schema registry)."
-	@echo "demo: the pipeline (stage workers, gateway) is not wired yet; this target will run a video through it."
+	@echo "demo: the local stack is up (PostgreSQL, Kafka, schema registry); preparing the platform:"
+	@$(VENV)/bin/vidinsight db migrate
+	@$(VENV)/bin/vidinsight topics apply
+	@$(VENV)/bin/vidinsight topics list
+	@echo "demo: the stage runtime is in place (vidinsight worker, vidinsight dlq); the media,"
+	@echo "demo: inference and gateway stages are not built yet, so no video runs end to end here."
+

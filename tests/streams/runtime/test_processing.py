@@ -3,6 +3,9 @@ one output and one cost event, and a redelivery costs nothing twice."""
 
 from __future__ import annotations
 
+import re
+import urllib.request
+
 from tests.fixtures.kafka import consume_from
 from tests.fixtures.workers import EchoPipeline, new_job_ids
 
@@ -36,4 +39,40 @@ def test_redelivered_message_short_circuits_to_stored_outputs(
     first, second = (m.value() for m in outputs)
     assert first == second
     assert echo_pipeline.executions([job_id]) == {job_id: 1}
+    assert worker.terminate() == 0
+
+
+def test_worker_logs_json_with_job_context_and_serves_prometheus_metrics(
+    echo_pipeline: EchoPipeline,
+) -> None:
+    jobs = new_job_ids(3)
+    failing = new_job_ids(1)[0]
+    for job_id in jobs:
+        echo_pipeline.submit(job_id)
+    echo_pipeline.submit(failing, fail="permanent")
+    worker = echo_pipeline.start_worker("w1")
+    echo_pipeline.wait_finished([*jobs, failing])
+
+    lines = worker.log_lines()
+    assert lines and not [line for line in lines if "unparsed" in line], "every line is JSON"
+    about_jobs = [line for line in lines if "job_id" in line]
+    assert {line["job_id"] for line in about_jobs} >= {*jobs, failing}
+    for line in about_jobs:
+        assert {"job_id", "customer_id", "stage", "attempt"} <= set(line), line
+    failures = [line for line in about_jobs if line["level"] in ("warning", "error")]
+    assert failures and all(line.get("reason") for line in failures)
+
+    port_line = next(line["msg"] for line in lines if line["msg"].startswith("metrics on port"))
+    port = int(re.findall(r"\d+", port_line)[0])
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert 'vidinsight_stage_messages_total{outcome="processed",stage="echo"} 3.0' in text
+    assert 'vidinsight_stage_dead_letters_total{reason="corrupt_media",stage="echo"} 1.0' in text
+    for name in (
+        "vidinsight_stage_handler_duration_seconds_bucket",
+        "vidinsight_stage_in_flight_messages",
+        "vidinsight_consumer_lag_messages",
+        "vidinsight_stage_last_commit_timestamp_seconds",
+    ):
+        assert name in text
     assert worker.terminate() == 0

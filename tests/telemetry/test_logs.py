@@ -1,0 +1,53 @@
+"""Log lines are JSON with the job context, and secrets never reach them."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from telemetry.logs import JsonFormatter, redact
+
+
+def _format(msg: str, **extra: object) -> dict[str, object]:
+    record = logging.LogRecord("vidinsight.test", logging.WARNING, __file__, 1, msg, (), None)
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return dict(json.loads(JsonFormatter().format(record)))
+
+
+def test_a_line_about_a_job_carries_its_context() -> None:
+    line = _format(
+        "handler failed",
+        job_id="job-1",
+        customer_id="cust-1",
+        stage="ingest",
+        attempt=2,
+        reason="corrupt_media",
+    )
+    assert line["msg"] == "handler failed"
+    assert {k: line[k] for k in ("job_id", "customer_id", "stage", "attempt", "reason")} == {
+        "job_id": "job-1",
+        "customer_id": "cust-1",
+        "stage": "ingest",
+        "attempt": 2,
+        "reason": "corrupt_media",
+    }
+    assert line["level"] == "warning"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("Authorization: Bearer abc.def.ghi", "abc.def.ghi"),
+        ("key vi_s3cr3tK3yValue123 used", "vi_s3cr3tK3yValue123"),
+        ("postgresql://vidinsight:hunter2@db:5432/x", "hunter2"),
+        ('{"api_key": "sk-live-123456789"}', "sk-live-123456789"),
+        ("password=topsecret", "topsecret"),
+    ],
+)
+def test_secrets_are_redacted_from_messages_and_fields(text: str, secret: str) -> None:
+    assert secret not in redact(text)
+    line = _format(text, detail={"nested": text})
+    assert secret not in json.dumps(line)
