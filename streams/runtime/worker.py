@@ -267,7 +267,9 @@ class StageWorker:
                 committed = self.consumer.committed([state.tp], timeout=2)[0].offset
                 low, _ = self.consumer.get_watermark_offsets(state.tp, timeout=2)
                 state.committed = committed if committed >= 0 else low
-            _, high = self.consumer.get_watermark_offsets(state.tp, cached=True)
+            # Asked of the broker, not the fetch cache: a partition stuck paused is not
+            # fetched, so its cached high watermark would hide exactly the lag we look for.
+            _, high = self.consumer.get_watermark_offsets(state.tp, timeout=2)
         except KafkaException:
             return None
         if high < 0 or state.committed is None:

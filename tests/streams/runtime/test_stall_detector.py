@@ -1,0 +1,72 @@
+"""A partition left paused by mistake (the librdkafka pause-state bugs, #2703, #1802) is
+found by the stall detector, reported, and recovered without a restart."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from typing import Any, cast
+
+import pytest
+from confluent_kafka import Consumer
+
+from streams.runtime import metrics
+from streams.runtime.runner import build_worker
+from tests.fixtures.workers import EchoPipeline, new_job_ids
+from tests.streams.runtime import echo_stage
+
+PARTITIONS = 3  # of the echo pipeline's input topic
+
+
+class ForgetfulConsumer:
+    """A consumer that drops the next ``resume`` call, as librdkafka has been seen to."""
+
+    def __init__(self, consumer: Consumer) -> None:
+        self._consumer = consumer
+        self.swallow = 0
+
+    def resume(self, partitions: Any) -> None:
+        if self.swallow:
+            self.swallow -= 1
+            return
+        self._consumer.resume(partitions)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._consumer, name)
+
+
+def _partition(job_id: str) -> int:
+    """librdkafka's default partitioner for a keyed message: CRC32 of the key."""
+    return zlib.crc32(job_id.encode()) % PARTITIONS
+
+
+def test_a_partition_left_paused_is_reported_and_recovered(
+    echo_pipeline: EchoPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in echo_pipeline.env.items():
+        if name.startswith("ECHO_"):
+            monkeypatch.setenv(name, value)
+    settings = echo_pipeline.settings.model_copy(
+        update={"stall_budget_seconds": 3.0, "stall_check_interval_seconds": 0.5}
+    )
+    worker = build_worker(echo_stage.from_env(), settings)
+    forgetful = ForgetfulConsumer(worker.consumer)
+    worker.consumer = cast(Consumer, forgetful)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        stalls_before = metrics.STALLS.labels("echo")._value.get()
+        forgetful.swallow = 1
+        [first] = new_job_ids(1)
+        echo_pipeline.submit(first)
+        echo_pipeline.wait_finished([first], timeout=30)  # its partition is now stuck paused
+        stuck = [j for j in new_job_ids(40) if _partition(j) == _partition(first)][:4]
+        for job_id in stuck:
+            echo_pipeline.submit(job_id)
+        statuses = echo_pipeline.wait_finished(stuck, timeout=30)
+        assert set(statuses.values()) == {"succeeded"}
+        assert metrics.STALLS.labels("echo")._value.get() > stalls_before
+    finally:
+        worker.stop()
+        runner.join(30)
+    assert not runner.is_alive()
