@@ -62,6 +62,8 @@ class Reason(StrEnum):
     CONFLICT = "conflict"
     QUOTA_EXCEEDED = "quota_exceeded"
     OVERLOADED = "overloaded"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    JOB_NOT_COMPLETED = "job_not_completed"
 
 
 class VidinsightError(Exception):

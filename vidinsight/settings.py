@@ -69,6 +69,36 @@ class Settings(BaseSettings):
     # Comma-separated fault-injection points (tests only): see streams/runtime/failpoints.py.
     failpoints: str = ""
 
+    # Gateway (REST ingestion).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    # Largest upload accepted; a bigger body is cut off and answered with 413.
+    gateway_max_upload_bytes: int = 10 * 1024**3
+    gateway_upload_chunk_bytes: int = 1024 * 1024
+    # The topic job requests are produced to; empty means the catalogue's vi.jobs.requested.
+    gateway_jobs_topic: str = ""
+    # How long a submission waits for Kafka's ack before answering 202 anyway (the relay
+    # publishes the row later).
+    gateway_produce_timeout_seconds: float = 5.0
+    # The outbox relay: how often it looks, and how old an unpublished row must be before
+    # it takes it over (younger rows are still being published by their request).
+    gateway_relay_interval_seconds: float = 2.0
+    gateway_relay_min_age_seconds: float = 5.0
+    # Per-customer quota: jobs queued or running at once; above it, 429.
+    gateway_max_jobs_in_flight: int = 100
+    gateway_quota_retry_after_seconds: int = 30
+    # Backpressure: the first stage's consumer lag (messages) above which submissions get 503.
+    gateway_max_ingest_lag_messages: int = 10_000
+    gateway_lag_group: str = "vi.ingest"
+    gateway_lag_cache_seconds: float = 5.0
+    gateway_backpressure_retry_after_seconds: int = 15
+    # Firebase ID tokens: the project (audience) and the JWKS of Google's secure-token service.
+    firebase_project_id: str = ""
+    firebase_jwks_url: str = (
+        "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
+    )
+    firebase_clock_skew_seconds: int = 5
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
