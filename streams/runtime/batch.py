@@ -38,6 +38,7 @@ T = TypeVar("T")
 
 COSTS_SCHEMA = "CostEvent"
 DEAD_LETTER_SCHEMA = "DeadLetter"
+JOB_COMPLETED_SCHEMA = "JobCompleted"
 
 
 @dataclass
@@ -196,7 +197,7 @@ class BatchProcessor:
             item.replayed_from = "stored"
             return
         if item.inbound is None:  # undecodable
-            item.outputs = [self._dead_letter(item, fence)]
+            item.outputs = self._dead_letter(item, fence)
             return
         delivered = attempts.get(item.run_key, 1)
         item.inbound = _with_attempt(item.inbound, delivered)
@@ -207,7 +208,7 @@ class BatchProcessor:
                 exception_message=f"delivered {delivered} times without finishing",
                 attempts=delivered,
             )
-            item.outputs = [self._dead_letter(item, fence)]
+            item.outputs = self._dead_letter(item, fence)
             return
         self._handle(item, fence)
 
@@ -237,7 +238,7 @@ class BatchProcessor:
                 ):
                     item.failure = self._failure(exc, attempts=item.inbound.attempt)
                     item.result = None
-                    item.outputs = [self._dead_letter(item, fence)]
+                    item.outputs = self._dead_letter(item, fence)
                     return
                 self._note_retry(item, reason, error_class, exc)
                 item.inbound = _with_attempt(item.inbound, item.inbound.attempt + 1)
@@ -258,7 +259,30 @@ class BatchProcessor:
         ]
         return encoded
 
-    def _dead_letter(self, item: Item, fence: Fence) -> Encoded:
+    def _dead_letter(self, item: Item, fence: Fence) -> list[Encoded]:
+        """The dead letter, and the job's failure announcement when the job is known."""
+        assert item.failure is not None
+        outputs = [self._parked(item, fence)]
+        topic = self.stage.failure_topic
+        if topic is not None and item.inbound is not None and item.customer_id is not None:
+            announcement = {
+                "job_id": item.job_id,
+                "customer_id": item.customer_id,
+                "status": "failed",
+                "reason": str(item.failure.reason),
+                "insights_uri": None,
+                "completed_at_ms": int(time.time() * 1000),
+            }
+            body = self._retrying(
+                fence,
+                "encode",
+                lambda: self.codec.encode(topic, JOB_COMPLETED_SCHEMA, announcement),
+            )
+            outputs.append(Encoded(topic, item.job_id.encode(), body))
+        return outputs
+
+    def _parked(self, item: Item, fence: Fence) -> Encoded:
+        """The DeadLetter record for the stage's DLQ, with the original key and bytes."""
         assert item.failure is not None
         value = dead_letter_value(
             self.stage.name,
@@ -310,7 +334,7 @@ class BatchProcessor:
                     exc, attempts=item.inbound.attempt if item.inbound else 1
                 )
                 item.result = None
-                item.outputs = [self._dead_letter(item, fence)]
+                item.outputs = self._dead_letter(item, fence)
                 with transaction(self.pool) as conn:
                     self._store_items(conn, [item])
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sinks.db import Connection
-from topics.catalogue import COSTS_TOPIC
+from topics.catalogue import COSTS_TOPIC, JOBS_COMPLETED_TOPIC
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,10 @@ class Stage:
     dlq_topic: str | None = None
     group_id: str | None = None
     costs_topic: str = COSTS_TOPIC
+    # Where a job whose message is dead-lettered is announced as failed (JobCompleted,
+    # status failed, with the reason), so notify and upstream systems hear of every end.
+    # None for a stage that reads that topic itself (notify).
+    failure_topic: str | None = JOBS_COMPLETED_TOPIC
 
     @property
     def consumer_group(self) -> str:

@@ -110,4 +110,5 @@ def from_env() -> Stage:
         dlq_topic=os.environ["ECHO_DLQ_TOPIC"],
         group_id=os.environ["ECHO_GROUP"],
         costs_topic=os.environ["ECHO_COSTS_TOPIC"],
+        failure_topic=os.environ["ECHO_OUTPUT_TOPIC"],
     )

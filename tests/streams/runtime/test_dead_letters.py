@@ -56,6 +56,18 @@ def test_garbage_and_failing_messages_are_dead_lettered_and_the_rest_flow(
     unknown_headers = header_map(by_key[unknown].headers())
     assert unknown_headers["vi-attempts"] == "3"
     assert unknown_headers["vi-exception-type"] == "RuntimeError"
+    # Each failed job is announced on the stage's failure topic with its reason; the
+    # garbage message has no job anyone could know, so it is only parked.
+    announced = {
+        bytes(m.key() or b"").decode(): echo_pipeline.codec.decode(
+            echo_pipeline.topics["output"], m.value()
+        )
+        for m in consume_from(bootstrap, echo_pipeline.topics["output"], 7)
+    }
+    assert {k: (v["status"], v["reason"]) for k, v in announced.items() if k not in behind} == {
+        permanent: ("failed", "corrupt_media"),
+        unknown: ("failed", "unexpected_error"),
+    }
     # Permanent: dead-lettered at once; unknown: the bounded retries, then dead-lettered.
     assert echo_pipeline.executions([permanent, unknown]) == {permanent: 1, unknown: 3}
 
