@@ -50,6 +50,8 @@ M2_REPO="${VI_MAVEN_REPO:-$CACHE_DIR/m2}" # Maven local repository (a cache of d
 : "${VI_REGISTRY_HEAP_OPTS:=-Xms128m -Xmx768m}"
 
 SERVICES=(postgres kafka registry)
+# What `with` (the test runner's wrapper) starts: the infrastructure, never the workers.
+INFRA_SERVICES=(postgres kafka registry)
 
 # ---------------------------------------------------------------------------- messages
 
@@ -518,9 +520,23 @@ release_lock() {
     LOCKED=0
 }
 
+# Test media is generated with espeak-ng (speech with a known script); install it when missing.
+preflight_media_tools() {
+    command -v espeak-ng >/dev/null && return 0
+    is_root || die "espeak-ng not found (the media tests synthesise speech with it): install espeak-ng (as root)"
+    say "media: installing espeak-ng from Debian's packages"
+    local apt_opts=(-y -q --no-install-recommends)
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" espeak-ng >/dev/null; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" espeak-ng >/dev/null ||
+            die "could not install espeak-ng with apt-get"
+    fi
+}
+
 preflight_all() {
     local svc
     check_disk
+    preflight_media_tools
     for svc in "${SERVICES[@]}"; do
         has_function "preflight_${svc//-/_}" && "preflight_${svc//-/_}"
     done
@@ -597,7 +613,7 @@ cmd_with() {
     take_lock
     preflight_all
     local svc started=() rc=0 i
-    for svc in "${SERVICES[@]}"; do
+    for svc in "${INFRA_SERVICES[@]}"; do
         if ! service_health "$svc"; then
             start_service "$svc"
             started+=("$svc")
