@@ -14,6 +14,8 @@ SUBCOMMAND_MODULES = (
     "cli.db",
     "cli.worker",
     "cli.dlq",
+    "cli.costs",
+    "cli.customers",
 )
 
 

@@ -44,6 +44,7 @@ SCHEMA_NAMES: tuple[str, ...] = (
     "AnalysisDone",
     "JobCompleted",
     "CostEvent",
+    "BudgetEvent",
     "DeadLetter",
 )
 

@@ -21,6 +21,7 @@ TRANSCRIPTS_READY_TOPIC = "vi.transcripts.ready"
 ANALYSIS_DONE_TOPIC = "vi.analysis.done"
 JOBS_COMPLETED_TOPIC = "vi.jobs.completed"
 COSTS_TOPIC = "vi.costs"
+BUDGETS_TOPIC = "vi.budgets"
 
 # Pipeline messages are kept a week: long enough to replay after a weekend outage.
 PIPELINE_RETENTION_MS = 7 * DAY_MS
@@ -132,6 +133,8 @@ def catalogue(settings: Settings | None = None) -> tuple[TopicSpec, ...]:
         topic(ANALYSIS_DONE_TOPIC, "AnalysisDone"),
         topic(JOBS_COMPLETED_TOPIC, "JobCompleted", retention_ms=RECORD_RETENTION_MS),
         topic(COSTS_TOPIC, "CostEvent", key="customer_id", retention_ms=RECORD_RETENTION_MS),
+        # Budget thresholds crossed, from the cost aggregator to whoever must stop work.
+        topic(BUDGETS_TOPIC, "BudgetEvent", key="customer_id", retention_ms=RECORD_RETENTION_MS),
     )
     dead_letters = tuple(
         topic(dlq_topic(stage), "DeadLetter", key="original key", retention_ms=RECORD_RETENTION_MS)

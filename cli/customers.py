@@ -1,0 +1,88 @@
+"""``vidinsight customers``: create customers, revoke API keys, set monthly budgets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sinks.customers import create_customer, revoke_key, set_budget
+from sinks.db import connect
+from vidinsight.errors import VidinsightError
+from vidinsight.settings import get_settings
+
+
+def register(subparsers: Any) -> None:
+    """Add ``customers create``, ``customers revoke-key`` and ``customers set-budget``."""
+    parser = subparsers.add_parser("customers", help="customers, API keys and budgets")
+    commands = parser.add_subparsers(dest="customers_command", required=True)
+    create = commands.add_parser("create", help="create a customer; prints its id and API key")
+    create.add_argument("name")
+    create.set_defaults(func=run_create)
+    revoke = commands.add_parser("revoke-key", help="revoke an API key from now on")
+    revoke.add_argument("key")
+    revoke.set_defaults(func=run_revoke)
+    budget = commands.add_parser("set-budget", help="set a monthly budget in USD ('none' clears)")
+    budget.add_argument("customer")
+    budget.add_argument("usd")
+    budget.set_defaults(func=run_set_budget)
+
+
+def usd_to_micros(text: str) -> int:
+    """An exact USD amount ("12.50") as integer micro-dollars; ValueError if not exact or < 0."""
+    try:
+        amount = Decimal(text) * 1_000_000
+    except InvalidOperation as exc:
+        raise ValueError(f"not an amount: {text!r}") from exc
+    if not amount.is_finite() or amount < 0 or amount != amount.to_integral_value():
+        raise ValueError(f"not a non-negative amount with at most 6 decimals: {text!r}")
+    return int(amount)
+
+
+def run_create(args: argparse.Namespace) -> int:
+    """Print ``{"customer_id": ..., "api_key": ...}``; the key is shown only this once."""
+    try:
+        with connect(get_settings()) as conn:
+            customer_id, api_key = create_customer(conn, args.name)
+    except VidinsightError as exc:
+        return _fail("create", exc)
+    print(json.dumps({"customer_id": customer_id, "api_key": api_key}))
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """Revoke the key; exit 1 if it was unknown or already revoked."""
+    try:
+        with connect(get_settings()) as conn:
+            revoked = revoke_key(conn, args.key)
+    except VidinsightError as exc:
+        return _fail("revoke-key", exc)
+    print("revoked" if revoked else "no such active key")
+    return 0 if revoked else 1
+
+
+def run_set_budget(args: argparse.Namespace) -> int:
+    """Set the monthly budget; exit 1 for an unknown customer, 2 for a bad amount."""
+    try:
+        micros = None if args.usd.lower() == "none" else usd_to_micros(args.usd)
+    except ValueError as exc:
+        print(f"vidinsight customers set-budget: {exc}", file=sys.stderr)
+        return 2
+    try:
+        with connect(get_settings()) as conn:
+            found = set_budget(conn, args.customer, micros)
+    except VidinsightError as exc:
+        return _fail("set-budget", exc)
+    if not found:
+        print(f"vidinsight customers set-budget: no customer {args.customer}", file=sys.stderr)
+        return 1
+    print(json.dumps({"customer_id": args.customer, "monthly_budget_usd_micros": micros}))
+    return 0
+
+
+def _fail(command: str, exc: VidinsightError) -> int:
+    """One line on stderr instead of a stack trace; exit code 2 for infrastructure errors."""
+    print(f"vidinsight customers {command}: {exc}", file=sys.stderr)
+    return 2
