@@ -10,4 +10,5 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.registry",
     "tests.fixtures.workers",
+    "tests.fixtures.media",
 ]
