@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "cli.dlq",
     "cli.costs",
     "cli.customers",
+    "cli.gateway",
 )
 
 

@@ -230,3 +230,17 @@ def reopen_job(conn: Connection, job_id: str) -> bool:
         (job_id,),
     ).fetchone()
     return row is not None
+
+
+def count_in_flight(conn: Connection, customer_id: str) -> int:
+    """How many of a customer's jobs are queued or running (the gateway's quota).
+
+    Takes a transaction-scoped advisory lock on the customer first, so concurrent
+    submissions of one customer count each other instead of all passing the quota.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"jobs-in-flight:{customer_id}",))
+    row = conn.execute(
+        "SELECT count(*) AS n FROM jobs WHERE customer_id = %s AND status IN ('queued', 'running')",
+        (customer_id,),
+    ).fetchone()
+    return int(row["n"]) if row else 0

@@ -230,3 +230,28 @@ def record_budget_event(
         (customer_id, month, threshold),
     ).fetchone()
     return row is not None
+
+
+def job_cost_events(conn: Connection, job_id: str, customer_id: str) -> list[dict[str, Any]]:
+    """A job's ledger entries, oldest first, only if ``customer_id`` owns them (I6)."""
+    return conn.execute(
+        "SELECT event_id, stage, provider, model, unit, quantity, input_tokens, cached_tokens,"
+        " output_tokens, amount_usd_micros, occurred_at FROM cost_ledger"
+        " WHERE job_id = %s AND customer_id = %s ORDER BY occurred_at, event_id",
+        (job_id, customer_id),
+    ).fetchall()
+
+
+def customer_spend_by_day_and_stage(
+    conn: Connection, customer_id: str, since: datetime | None, until: datetime | None
+) -> list[dict[str, Any]]:
+    """A customer's spend per UTC day and stage in [since, until), from the ledger."""
+    return conn.execute(
+        "SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, stage,"
+        " sum(amount_usd_micros)::bigint AS amount_usd_micros, count(*) AS event_count"
+        " FROM cost_ledger WHERE customer_id = %s"
+        " AND (%s::timestamptz IS NULL OR occurred_at >= %s)"
+        " AND (%s::timestamptz IS NULL OR occurred_at < %s)"
+        " GROUP BY 1, 2 ORDER BY 1, 2",
+        (customer_id, since, since, until, until),
+    ).fetchall()

@@ -1,0 +1,98 @@
+"""The gateway application: ``create_app(settings)`` assembles routes, errors and lifecycle.
+
+Start-up opens the database pool, the idempotent producer, the Firebase verifier and
+the lag monitor, and starts the outbox relay; shutdown stops them in reverse order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway import api_errors, metrics
+from gateway.backpressure import LagMonitor
+from gateway.context import GatewayContext, jobs_topic
+from gateway.firebase import FirebaseVerifier
+from gateway.outbox import Publisher, Relay
+from gateway.routes import health, jobs, uploads
+from schemas.codec import Codec
+from sinks.db import create_pool
+from vidinsight.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A gateway app for ``settings`` (the process settings by default)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = _open_context(settings)
+        relay = Relay(settings, ctx.pool, ctx.publisher)
+        relay.start()
+        app.state.context = ctx
+        log.info("gateway started", extra={"topic": ctx.jobs_topic})
+        try:
+            yield
+        finally:
+            relay.stop()
+            ctx.publisher.close()
+            ctx.pool.close()
+
+    app = FastAPI(
+        title="vidinsight",
+        version="1.0.0",
+        description="Submit long-form video, follow its processing, read its insights.",
+        lifespan=lifespan,
+    )
+    api_errors.install(app)
+    for module in (health, uploads, jobs):
+        app.include_router(module.router)
+    app.add_middleware(RequestMetrics)
+    return app
+
+
+def _open_context(settings: Settings) -> GatewayContext:
+    topic = jobs_topic(settings)
+    return GatewayContext(
+        settings=settings,
+        pool=create_pool(settings, name="gateway"),
+        publisher=Publisher(settings, Codec(settings.registry_url), topic),
+        firebase=FirebaseVerifier(settings),
+        lag=LagMonitor(settings, settings.gateway_lag_group, topic),
+    )
+
+
+class RequestMetrics:
+    """Latency of every request by route template (never the raw path: ids would explode it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def remember_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, remember_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            metrics.REQUESTS.labels(template, scope["method"], str(status)).observe(
+                time.perf_counter() - started
+            )

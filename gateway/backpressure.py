@@ -1,0 +1,81 @@
+"""Global backpressure: how far behind the pipeline's first stage is.
+
+When the ingest consumer group lags more than a configured number of messages behind
+``vi.jobs.requested``, new submissions are refused with 503 and ``Retry-After`` so a
+burst is shed at the door instead of stalling the queue. The lag is read with the
+Kafka AdminClient and cached for a few seconds, so a burst of requests costs the broker
+one query, not one per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from topics.admin import admin_client
+from vidinsight.settings import Settings
+
+log = logging.getLogger(__name__)
+# librdkafka's "no committed offset" marker.
+OFFSET_INVALID = -1001
+
+
+class LagMonitor:
+    """The consumer lag of one group on one topic, cached."""
+
+    def __init__(self, settings: Settings, group: str, topic: str) -> None:
+        self._admin: AdminClient = admin_client(settings.kafka_bootstrap)
+        self._group = group
+        self._topic = topic
+        self._ttl = settings.gateway_lag_cache_seconds
+        self._timeout = min(settings.admin_timeout_seconds, 5.0)
+        self._lock = threading.Lock()
+        self._value: int | None = None
+        self._read_at = float("-inf")
+
+    def lag(self) -> int | None:
+        """Messages the group has not yet consumed, or None if the broker did not answer."""
+        with self._lock:
+            if time.monotonic() - self._read_at >= self._ttl:
+                self._value = self._measure()
+                self._read_at = time.monotonic()
+            return self._value
+
+    def _measure(self) -> int | None:
+        try:
+            return self._lag_now()
+        except Exception as exc:  # never refuse work because the lag could not be read
+            log.warning("consumer lag unavailable", extra={"detail": str(exc)})
+            return None
+
+    def _lag_now(self) -> int:
+        metadata = self._admin.list_topics(self._topic, timeout=self._timeout)
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None:
+            return 0
+        partitions = [TopicPartition(self._topic, p) for p in topic.partitions]
+        latest = self._offsets(partitions, OffsetSpec.latest())
+        earliest = self._offsets(partitions, OffsetSpec.earliest())
+        committed = self._committed(partitions)
+        total = 0
+        for p, end in latest.items():
+            position = committed.get(p, OFFSET_INVALID)
+            start = position if position >= 0 else earliest.get(p, 0)
+            total += max(0, end - start)
+        return total
+
+    def _offsets(self, partitions: list[TopicPartition], spec: OffsetSpec) -> dict[int, int]:
+        futures = self._admin.list_offsets(
+            {tp: spec for tp in partitions}, request_timeout=self._timeout
+        )
+        return {tp.partition: f.result(self._timeout).offset for tp, f in futures.items()}
+
+    def _committed(self, partitions: list[TopicPartition]) -> dict[int, int]:
+        request = [ConsumerGroupTopicPartitions(self._group, partitions)]
+        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout)
+        result = futures[self._group].result(self._timeout)
+        return {tp.partition: tp.offset for tp in result.topic_partitions}

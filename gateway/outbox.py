@@ -1,0 +1,158 @@
+"""Publishing job requests from the jobs table (the outbox) to Kafka.
+
+A submission commits its job row first and only then produces ``JobRequested``; if
+the process dies in between, or the broker is down, the row stays unpublished and the
+relay (a thread in every gateway process) produces it later. A job is therefore
+published at least once; a duplicate is harmless because the pipeline is idempotent
+on job_id.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from schemas.codec import Codec
+from sinks.db import Pool, transaction
+from sinks.jobs import mark_published, unpublished
+from vidinsight.errors import VidinsightError
+from vidinsight.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# The failpoint a fault test arms (VI_FAILPOINTS) to kill the gateway between the
+# committed insert and the produce, exactly as an OOM kill would.
+AFTER_INSERT_FAILPOINT = "gateway_after_insert"
+
+
+def hit_after_insert_failpoint(settings: Settings) -> None:
+    """SIGKILL this process if the after-insert failpoint is armed."""
+    armed = {name.strip() for name in settings.failpoints.split(",")}
+    if AFTER_INSERT_FAILPOINT in armed:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def job_requested(job: Mapping[str, Any]) -> dict[str, Any]:
+    """The JobRequested record for a jobs-table row."""
+    return {
+        "job_id": job["job_id"],
+        "customer_id": job["customer_id"],
+        "source_uri": job["source_uri"],
+        "webhook_url": job["webhook_url"],
+        "options": {str(k): str(v) for k, v in (job["options"] or {}).items()},
+        "requested_at_ms": int(job["created_at"].timestamp() * 1000),
+    }
+
+
+class Publisher:
+    """An idempotent producer (acks=all) whose delivery reports a thread keeps serving."""
+
+    def __init__(self, settings: Settings, codec: Codec, topic: str) -> None:
+        self._codec = codec
+        self._topic = topic
+        self._timeout = settings.gateway_produce_timeout_seconds
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": settings.producer_linger_ms,
+                "client.id": "vidinsight-gateway",
+            }
+        )
+        self._stopping = threading.Event()
+        self._poller = threading.Thread(
+            target=self._serve_reports, name="producer-poll", daemon=True
+        )
+        self._poller.start()
+
+    def _serve_reports(self) -> None:
+        while not self._stopping.is_set():
+            self._producer.poll(0.1)
+
+    def publish(self, job: Mapping[str, Any]) -> bool:
+        """Produce the job's request and wait for the ack; False if it did not land in time."""
+        try:
+            value = self._codec.encode(self._topic, "JobRequested", job_requested(job))
+        except VidinsightError as exc:
+            log.warning(
+                "job request not encoded",
+                extra={"job_id": job["job_id"], "reason": exc.reason.value},
+            )
+            return False
+        done = threading.Event()
+        failures: list[str] = []
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(err.str())
+            done.set()
+
+        try:
+            self._producer.produce(
+                self._topic, key=job["job_id"], value=value, on_delivery=on_delivery
+            )
+        except BufferError:
+            return False  # local queue full: the relay publishes it later
+        if not done.wait(self._timeout) or failures:
+            log.warning(
+                "job request not acknowledged", extra={"job_id": job["job_id"], "detail": failures}
+            )
+            return False
+        return True
+
+    def close(self) -> None:
+        """Stop serving reports and flush what is queued."""
+        self._stopping.set()
+        self._poller.join()
+        self._producer.flush(self._timeout)
+
+
+class Relay:
+    """Re-publishes outbox rows a crash or a broker outage left unpublished."""
+
+    def __init__(self, settings: Settings, pool: Pool, publisher: Publisher) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._interval = settings.gateway_relay_interval_seconds
+        self._min_age = timedelta(seconds=settings.gateway_relay_min_age_seconds)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            try:
+                self.relay_once()
+            except Exception:
+                log.exception("outbox relay pass failed; retrying next interval")
+
+    def relay_once(self) -> int:
+        """Publish one batch of old unpublished rows; return how many were published."""
+        published = 0
+        with transaction(self._pool) as conn:
+            for job in unpublished(conn, older_than=self._min_age):
+                if not self._publisher.publish(job):
+                    break  # the broker is not taking messages; try again next pass
+                mark_published(conn, job["job_id"])
+                published += 1
+                log.info(
+                    "outbox relay published job",
+                    extra={"job_id": job["job_id"], "customer_id": job["customer_id"]},
+                )
+        return published

@@ -1,0 +1,115 @@
+"""Uploads: the media file as the raw request body, streamed to the blob store.
+
+The body is written chunk by chunk while its SHA-256 is computed, never held whole in
+memory; a body over the size cap is cut off, its partial file removed, and answered
+with 413. The blob is a file under the state dir, named by a ``file://`` URI that the
+pipeline's ingest stage reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel
+
+from gateway import metrics
+from gateway.api_errors import ApiError, responses
+from gateway.auth import CustomerId
+from gateway.context import Context, GatewayContext
+from sinks.db import transaction
+from sinks.deliveries import record_upload
+from vidinsight.errors import Reason
+
+router = APIRouter(prefix="/v1/uploads", tags=["uploads"])
+
+ACCEPTED_TYPES = ("video/", "audio/", "application/octet-stream")
+
+
+class UploadCreated(BaseModel):
+    upload_id: str
+    bytes: int
+    sha256: str
+
+
+_BODY = {
+    "required": True,
+    "content": {
+        media: {"schema": {"type": "string", "format": "binary"}}
+        for media in ("video/mp4", "video/*", "audio/*", "application/octet-stream")
+    },
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=UploadCreated,
+    responses=responses(401, 413, 415, 503),
+    openapi_extra={"requestBody": _BODY},
+)
+async def upload_media(
+    request: Request,
+    customer_id: CustomerId,
+    ctx: Context,
+) -> UploadCreated:
+    """Store the body as a blob; 201 with its id, size and SHA-256."""
+    _check_content_type(request.headers.get("content-type", ""))
+    limit = ctx.settings.gateway_max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    upload_id = f"upl_{uuid.uuid4().hex}"
+    path = ctx.blob_root / "uploads" / customer_id / upload_id
+    size, digest = await _stream_to_file(request, path, limit)
+    uri = path.resolve().as_uri()
+    await run_in_threadpool(_record, ctx, upload_id, customer_id, uri, size, digest)
+    metrics.UPLOADED_BYTES.inc(size)
+    return UploadCreated(upload_id=upload_id, bytes=size, sha256=digest)
+
+
+def _check_content_type(content_type: str) -> None:
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media.startswith(ACCEPTED_TYPES):
+        raise ApiError(
+            Reason.INVALID_REQUEST,
+            "send the media file as the body with a video/*, audio/* or"
+            " application/octet-stream content type",
+            status=415,
+        )
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(Reason.TOO_LARGE, f"uploads are limited to {limit} bytes")
+
+
+async def _stream_to_file(request: Request, path: Path, limit: int) -> tuple[int, str]:
+    """Write the body to ``path``; return (bytes, sha256 hex). Removes the file on failure."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with partial.open("wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise _too_large(limit)
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise ApiError(Reason.EMPTY_MEDIA, "the upload is empty", status=422)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return size, digest.hexdigest()
+
+
+def _record(
+    ctx: GatewayContext, upload_id: str, customer_id: str, uri: str, size: int, digest: str
+) -> None:
+    with transaction(ctx.pool) as conn:
+        record_upload(conn, upload_id, customer_id, uri, size, digest)

@@ -1,0 +1,131 @@
+"""Who may call the API, and the probes operators use; over real HTTP."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from sinks.customers import revoke_key
+from sinks.db import Pool, transaction
+from tests.gateway.conftest import (
+    Customer,
+    FirebaseKeys,
+    GatewayFactory,
+    RunningGateway,
+    free_port,
+)
+
+
+def assert_unauthenticated(answer: httpx.Response) -> None:
+    assert answer.status_code == 401, answer.text
+    assert answer.json()["error"]["reason"] == "unauthenticated"
+    assert answer.headers["www-authenticate"] == "Bearer"
+
+
+def test_api_key_admits_its_customer(gateway: RunningGateway, customer: Customer) -> None:
+    with gateway.client(customer) as client:
+        answer = client.get("/v1/jobs")
+    assert answer.status_code == 200
+    assert answer.json() == {"jobs": [], "next_cursor": None}
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "", "Bearer", "Basic dXNlcjpwYXNz", "Bearer not-a-key", "Bearer vi_unknown-key"],
+    ids=["missing", "empty", "no-credential", "basic", "malformed", "unknown-key"],
+)
+def test_missing_malformed_or_unknown_credentials_are_401(
+    gateway: RunningGateway, authorization: str | None
+) -> None:
+    headers = {} if authorization is None else {"Authorization": authorization}
+    with gateway.client() as client:
+        assert_unauthenticated(client.get("/v1/jobs", headers=headers))
+
+
+def test_revoked_key_is_401(gateway: RunningGateway, customer: Customer, db_pool: Pool) -> None:
+    with gateway.client(customer) as client:
+        assert client.get("/v1/jobs").status_code == 200
+        with transaction(db_pool) as conn:
+            assert revoke_key(conn, customer.api_key)
+        assert_unauthenticated(client.get("/v1/jobs"))
+
+
+def test_firebase_token_admits_the_mapped_customer(
+    gateway: RunningGateway, customer: Customer, firebase_keys: FirebaseKeys
+) -> None:
+    token = firebase_keys.token(customer.firebase_uid)
+    with gateway.client() as client:
+        answer = client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+
+
+def _bad_tokens(keys: FirebaseKeys, uid: str) -> dict[str, str]:
+    now = int(time.time())
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return {
+        "expired": keys.token(uid, iat=now - 7200, exp=now - 3600),
+        "wrong-audience": keys.token(uid, aud="someone-elses-project"),
+        "wrong-issuer": keys.token(uid, iss="https://securetoken.google.com/other"),
+        "issued-in-future": keys.token(uid, iat=now + 600, exp=now + 4000),
+        "no-expiry": keys.token(uid, exp=None),
+        "foreign-signature": keys.token(uid, key=stranger),
+        "unknown-key-id": keys.token(uid, kid="not-in-jwks"),
+        "unknown-user": keys.token("uid-nobody-has"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expired",
+        "wrong-audience",
+        "wrong-issuer",
+        "issued-in-future",
+        "no-expiry",
+        "foreign-signature",
+        "unknown-key-id",
+        "unknown-user",
+    ],
+)
+def test_invalid_firebase_tokens_are_401(
+    gateway: RunningGateway, customer: Customer, firebase_keys: FirebaseKeys, case: str
+) -> None:
+    token = _bad_tokens(firebase_keys, customer.firebase_uid)[case]
+    with gateway.client() as client:
+        assert_unauthenticated(client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"}))
+
+
+def test_probes_and_metrics(gateway: RunningGateway, customer: Customer) -> None:
+    with gateway.client() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"postgres": "ok", "kafka": "ok", "registry": "ok"}
+        client.get("/v1/jobs", headers=customer.headers)
+        exposition = client.get("/metrics")
+    assert exposition.status_code == 200
+    assert 'vi_gateway_request_seconds_count{method="GET",route="/v1/jobs",status="200"}' in (
+        exposition.text
+    )
+
+
+def test_readyz_is_503_when_the_registry_is_unreachable(
+    gateway_factory: GatewayFactory,
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+    running = gateway_factory(registry_url=dead, gateway_jobs_topic="unused.jobs.requested")
+    with running.client() as client:
+        answer = client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["error"]["reason"] == "registry_unavailable"
+    assert answer.headers["retry-after"] == "5"
+
+
+def test_unknown_route_uses_the_error_shape(gateway: RunningGateway) -> None:
+    with gateway.client() as client:
+        answer = client.get("/v1/nothing-here")
+    assert answer.status_code == 404
+    assert answer.json()["error"]["reason"] == "not_found"
