@@ -47,6 +47,7 @@ def test_keyframe_is_the_sharpest_frame_not_the_first(generated_media: Generated
     assert cv2.Laplacian(grey, cv2.CV_32F).var() > 100  # crisp, not from the blurred part
     jpeg = encode_jpeg(image)
     thumb = cv2.imdecode(np.frombuffer(encode_jpeg(image, 160), np.uint8), 1)
+    assert thumb is not None
     assert jpeg[:2] == b"\xff\xd8"
     assert thumb.shape[1] == 160
 

