@@ -19,7 +19,7 @@ from gateway.backpressure import LagMonitor
 from gateway.context import GatewayContext, jobs_topic
 from gateway.firebase import FirebaseVerifier
 from gateway.outbox import Publisher, Relay
-from gateway.routes import health, jobs, uploads
+from gateway.routes import health, jobs, results, spend, uploads
 from schemas.codec import Codec
 from sinks.db import create_pool
 from vidinsight.settings import Settings, get_settings
@@ -52,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    for module in (health, uploads, jobs):
+    for module in (health, uploads, jobs, results, spend):
         app.include_router(module.router)
     app.add_middleware(RequestMetrics)
     return app

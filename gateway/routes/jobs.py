@@ -13,13 +13,14 @@ import logging
 import uuid
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
 
 from gateway import metrics
 from gateway.api_errors import ApiError, responses
 from gateway.auth import CustomerId
 from gateway.context import Context, GatewayContext
+from gateway.job_access import JobId, owned_job
 from gateway.job_view import JobView, job_view
 from gateway.outbox import hit_after_insert_failpoint
 from sinks.db import Connection, transaction
@@ -27,7 +28,6 @@ from sinks.deliveries import get_upload
 from sinks.jobs import (
     count_in_flight,
     create_job,
-    get_job,
     list_jobs,
     mark_published,
     set_status,
@@ -38,7 +38,6 @@ from vidinsight.errors import PermanentError, Reason
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-JobId = Annotated[str, Path(min_length=1, max_length=100, description="The job's id")]
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 
@@ -178,7 +177,7 @@ def get_my_job(
 ) -> JobView:
     """The job's status, per-stage progress and error; another customer's job is 404."""
     with transaction(ctx.pool) as conn:
-        job = _owned_job(conn, job_id, customer_id)
+        job = owned_job(conn, job_id, customer_id)
         return job_view(job, runs_for_job(conn, job_id))
 
 
@@ -190,16 +189,8 @@ def cancel_job(
 ) -> JobView:
     """Cancel a queued or running job (stages stop at their next step); 409 once finished."""
     with transaction(ctx.pool) as conn:
-        job = _owned_job(conn, job_id, customer_id)
+        job = owned_job(conn, job_id, customer_id)
         if not set_status(conn, job_id, "cancelled"):
             raise ApiError(Reason.CONFLICT, f"job {job_id} already {job['status']}")
-        job = _owned_job(conn, job_id, customer_id)
+        job = owned_job(conn, job_id, customer_id)
         return job_view(job, runs_for_job(conn, job_id))
-
-
-def _owned_job(conn: Connection, job_id: str, customer_id: str) -> dict[str, Any]:
-    """The caller's job; 404 for a missing job and for another customer's (no existence leak)."""
-    job = get_job(conn, job_id, customer_id)
-    if job is None:
-        raise ApiError(Reason.NOT_FOUND, f"no job {job_id}")
-    return job
