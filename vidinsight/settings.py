@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     costs_batch_max_events: int = 1000
     costs_batch_max_wait_seconds: float = 0.2
     costs_commit_interval_seconds: float = 1.0
+    # A killed aggregator's partitions move after this long without heartbeats.
+    costs_session_timeout_seconds: float = 10.0
     # Pricing file (per provider, model and unit); empty: inference/pricing.toml.
     pricing_file: str = ""
 

@@ -62,6 +62,8 @@ def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=settings.costs_commit_interval_seconds,
+        broker_session_timeout=settings.costs_session_timeout_seconds,
+        broker_heartbeat_interval=settings.costs_session_timeout_seconds / 5,
         producer_acks=-1,
     )
     source = app.topic(
