@@ -1,0 +1,128 @@
+"""The SSRF guard refuses internal addresses, also behind a redirect; caps hold."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from media.fetch import fetch, parse_networks, resolve_and_validate
+from vidinsight.errors import PermanentError, Reason
+
+ONLY_127_0_0_1 = parse_networks("127.0.0.1/32")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.1/video.mp4",
+        "http://localhost:8081/",
+        "http://[::1]/",
+        "http://192.168.1.10/",
+        "http://[::ffff:127.0.0.1]/",
+        "file:///etc/passwd",
+    ],
+)
+def test_guard_refuses_internal_addresses(url: str) -> None:
+    with pytest.raises(PermanentError) as caught:
+        resolve_and_validate(url)
+    assert caught.value.reason is Reason.SOURCE_FORBIDDEN
+
+
+class Recorder(ThreadingHTTPServer):
+    hits: list[str]
+
+
+def serve(host: str, handler: type[BaseHTTPRequestHandler]) -> Recorder:
+    server = Recorder((host, 0), handler)
+    server.hits = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[Recorder, Recorder]]:
+    """A "public" server on 127.0.0.1 (allowlisted) and an internal one on 127.0.0.2."""
+
+    class Internal(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.server.hits.append(self.path)  # type: ignore[attr-defined]
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"internal secret")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    internal = serve("127.0.0.2", Internal)
+
+    class Public(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.server.hits.append(self.path)  # type: ignore[attr-defined]
+            if self.path == "/to-loopback":
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.2:{internal.server_port}/secret")
+                self.end_headers()
+                return
+            if self.path == "/to-metadata":
+                self.send_response(307)
+                self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
+                self.end_headers()
+                return
+            body = b"x" * 5000
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    public = serve("127.0.0.1", Public)
+    yield public, internal
+    public.shutdown()
+    internal.shutdown()
+
+
+def _fetch(url: str, max_bytes: int = 10_000) -> bytes:
+    sink = io.BytesIO()
+    fetch(
+        url,
+        sink,
+        max_bytes=max_bytes,
+        timeout_seconds=10,
+        connect_timeout_seconds=2,
+        max_redirects=3,
+        allowed=ONLY_127_0_0_1,
+    )
+    return sink.getvalue()
+
+
+def test_redirect_to_loopback_is_refused(servers: tuple[Recorder, Recorder]) -> None:
+    public, internal = servers
+    with pytest.raises(PermanentError) as caught:
+        _fetch(f"http://127.0.0.1:{public.server_port}/to-loopback")
+    assert caught.value.reason is Reason.SOURCE_FORBIDDEN
+    assert "127.0.0.2" in caught.value.message
+    assert public.hits == ["/to-loopback"]
+    assert internal.hits == []  # the internal server was never contacted
+
+
+def test_redirect_to_metadata_is_refused(servers: tuple[Recorder, Recorder]) -> None:
+    public, _ = servers
+    with pytest.raises(PermanentError) as caught:
+        _fetch(f"http://127.0.0.1:{public.server_port}/to-metadata")
+    assert caught.value.reason is Reason.SOURCE_FORBIDDEN
+
+
+def test_allowed_source_is_fetched_within_its_size_cap(servers: tuple[Recorder, Recorder]) -> None:
+    public, _ = servers
+    assert _fetch(f"http://127.0.0.1:{public.server_port}/video.mp4") == b"x" * 5000
+    with pytest.raises(PermanentError) as caught:
+        _fetch(f"http://127.0.0.1:{public.server_port}/video.mp4", max_bytes=1000)
+    assert caught.value.reason is Reason.TOO_LARGE
