@@ -10,5 +10,6 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.registry",
     "tests.fixtures.workers",
+    "tests.fixtures.openai_server",
     "tests.fixtures.media",
 ]

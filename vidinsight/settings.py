@@ -69,6 +69,25 @@ class Settings(BaseSettings):
     # Comma-separated fault-injection points (tests only): see streams/runtime/failpoints.py.
     failpoints: str = ""
 
+    # LLM inference (inference/llm.py, docs/llm-configuration.md). Models per task, in
+    # fallback order, as litellm model strings; "default" serves tasks not listed.
+    llm_models: dict[str, list[str]] = {"default": ["local/extractive"]}
+    # Base URL per model string, for self-hosted OpenAI-compatible servers.
+    llm_api_bases: dict[str, str] = {}
+    # Name of the environment variable holding each model's API key (never the key itself).
+    llm_api_key_envs: dict[str, str] = {}
+    llm_timeout_seconds: float = 120.0
+    # Retries of one model after a 429, a 5xx, a refused connection or a timeout.
+    llm_max_retries: int = 3
+    llm_retry_backoff_initial_seconds: float = 1.0
+    llm_retry_backoff_max_seconds: float = 20.0
+    # Further calls after a reply that does not match the response schema.
+    llm_invalid_output_retries: int = 2
+    # Over budget: empty rejects with budget_exceeded; a model string steps down to it.
+    llm_over_budget_model: str = ""
+    llm_temperature: float = 0.0
+    llm_max_output_tokens: int = 4096
+
     # Gateway (REST ingestion).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000

@@ -1,0 +1,390 @@
+"""The one way a stage asks a language model for structured output: ``complete``.
+
+Everything the old script got wrong about model calls is decided here, once: which
+model serves a task (configuration, with an ordered fallback list), whether the
+customer may spend more (an injected budget check), whether the answer is already
+known (a response cache in PostgreSQL, free the second time), how provider faults
+are retried and classified (litellm's exceptions become the platform's transient
+reasons at this edge), whether the reply has the promised shape (validated against a
+pydantic schema, retried, then ``invalid_llm_output``), and what the call cost (one
+CostEvent per paid call, attributed to customer, job, stage, provider and model).
+Swapping a provider or a model is configuration only: litellm model strings, base
+URLs and key variable names all come from the settings object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import litellm
+from litellm.utils import supports_prompt_caching
+from pydantic import BaseModel, ValidationError
+
+from inference.extractive import register_extractive_provider
+from inference.pricing import PriceBook, load_pricing
+from sinks.db import Pool, transaction
+from sinks.llm_cache import get_cached, put_cached
+from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+ResponseT = TypeVar("ResponseT", bound=BaseModel)
+Message = dict[str, Any]
+# Given a customer id, True when that customer may not spend more this month.
+BudgetCheck = Callable[[str], bool]
+
+# Providers that honour Anthropic-style ``cache_control`` markers on message parts.
+_CACHE_CONTROL_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai"})
+# Providers billed by the compute time of our own machines, not by tokens.
+_COMPUTE_PROVIDERS = frozenset({"local"})
+_EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vidinsight/cost-events/llm")
+
+
+@dataclass(frozen=True)
+class LLMContext:
+    """Whose job a call serves: every cost it incurs is attributed to these."""
+
+    customer_id: str
+    job_id: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class LLMResult(Generic[ResponseT]):
+    """A validated answer, the model that gave it, and the cost events of getting it."""
+
+    value: ResponseT
+    model: str
+    cached: bool
+    cost_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class InvalidLLMOutputError(PermanentError):
+    """Every attempt replied outside the schema; the calls were still paid for."""
+
+    def __init__(self, message: str, cost_events: list[dict[str, Any]]) -> None:
+        super().__init__(Reason.INVALID_LLM_OUTPUT, message)
+        self.cost_events = cost_events
+
+
+def complete(
+    task: str,
+    messages: Sequence[Message],
+    response_model: type[ResponseT],
+    context: LLMContext,
+    *,
+    pool: Pool | None = None,
+    over_budget: BudgetCheck | None = None,
+    prices: PriceBook | None = None,
+    settings: Settings | None = None,
+) -> LLMResult[ResponseT]:
+    """Answer ``messages`` for ``task`` as a ``response_model``, trying the task's models in order.
+
+    ``pool`` enables the response cache; ``over_budget`` is asked before any model is
+    called (none given: no budget applies). A model that stays unavailable after its
+    retries hands over to the next one; the last one's error is raised.
+    """
+    settings = settings or get_settings()
+    prices = prices or load_pricing()
+    register_extractive_provider()
+    last_error: TransientError | None = None
+    for model in _models_for(task, context, over_budget, settings):
+        try:
+            return _complete_with(
+                model, task, list(messages), response_model, context, pool, prices, settings
+            )
+        except TransientError as exc:
+            logger.warning(
+                "model unavailable, trying the next one",
+                extra={"model": model, "task": task, "reason": exc.reason.value},
+            )
+            last_error = exc
+    assert last_error is not None  # _models_for never returns an empty list
+    raise last_error
+
+
+def _models_for(
+    task: str, context: LLMContext, over_budget: BudgetCheck | None, settings: Settings
+) -> list[str]:
+    """The task's models in fallback order, or the step-down model when over budget."""
+    models = settings.llm_models.get(task) or settings.llm_models.get("default") or []
+    if not models:
+        raise PermanentError(Reason.INVALID_REQUEST, f"no model configured for task {task!r}")
+    if over_budget is None or not over_budget(context.customer_id):
+        return list(models)
+    if settings.llm_over_budget_model:
+        return [settings.llm_over_budget_model]
+    raise PermanentError(
+        Reason.BUDGET_EXCEEDED, f"customer {context.customer_id} is over its monthly budget"
+    )
+
+
+def _complete_with(
+    model: str,
+    task: str,
+    messages: list[Message],
+    response_model: type[ResponseT],
+    context: LLMContext,
+    pool: Pool | None,
+    prices: PriceBook,
+    settings: Settings,
+) -> LLMResult[ResponseT]:
+    """One model: the cache, then paid calls until a reply validates or the retries run out."""
+    provider, model_name = split_model(model)
+    prices.price(provider, model_name)  # an unpriced model is refused before it costs money
+    parameters = _parameters(response_model, settings)
+    key = cache_key(model, messages, parameters)
+    cached = _cached_answer(pool, key)
+    if cached is not None:
+        return LLMResult(response_model.model_validate(cached), model, True, [])
+    events: list[dict[str, Any]] = []
+    conversation = mark_cacheable_prefix(model, messages)
+    for attempt in range(settings.llm_invalid_output_retries + 1):
+        response, seconds = _call_with_retries(model, conversation, parameters, settings)
+        events.append(_cost_event(model, response, seconds, context, task, key, attempt, prices))
+        reply = _reply_text(response)
+        try:
+            value = response_model.model_validate_json(reply)
+        except ValidationError as exc:
+            logger.warning(
+                "reply does not match the schema",
+                extra={
+                    "model": model,
+                    "task": task,
+                    "attempt": attempt,
+                    "errors": exc.error_count(),
+                },
+            )
+            conversation = [*conversation, *_correction(reply, exc)]
+            continue
+        _store_answer(pool, key, model, value)
+        return LLMResult(value, model, False, events)
+    raise InvalidLLMOutputError(
+        f"{model} gave no valid {response_model.__name__} for task {task!r} "
+        f"in {settings.llm_invalid_output_retries + 1} attempts",
+        events,
+    )
+
+
+def split_model(model: str) -> tuple[str, str]:
+    """A litellm model string as (provider, model name), e.g. ("openai", "gpt-4o-mini")."""
+    name, provider, _, _ = litellm.get_llm_provider(model)
+    return provider, name
+
+
+def _parameters(response_model: type[BaseModel], settings: Settings) -> dict[str, Any]:
+    """Everything besides the messages that shapes the answer, and so keys the cache."""
+    return {
+        "temperature": settings.llm_temperature,
+        "max_tokens": settings.llm_max_output_tokens,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": response_model.__name__,
+                "schema": response_model.model_json_schema(),
+            },
+        },
+    }
+
+
+def cache_key(model: str, messages: Sequence[Message], parameters: dict[str, Any]) -> str:
+    """sha256 of model, messages and parameters: equal requests share one stored answer."""
+    canonical = json.dumps(
+        {"model": model, "messages": list(messages), "parameters": parameters},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _cached_answer(pool: Pool | None, key: str) -> Any | None:
+    """The stored answer for ``key`` (None without a cache or a hit)."""
+    if pool is None:
+        return None
+    with transaction(pool) as conn:
+        return get_cached(conn, key)
+
+
+def _store_answer(pool: Pool | None, key: str, model: str, value: BaseModel) -> None:
+    """Keep a validated answer; a concurrent first writer wins and that is fine."""
+    if pool is None:
+        return
+    with transaction(pool) as conn:
+        put_cached(conn, key, model, value.model_dump(mode="json"))
+
+
+def mark_cacheable_prefix(model: str, messages: list[Message]) -> list[Message]:
+    """Mark the stable prefix (all but the last message) cacheable where the provider can.
+
+    The transcript goes in the prefix and the task-specific ask last, so the several
+    calls analysing one transcript pay full price for it once.
+    """
+    provider, _ = split_model(model)
+    if len(messages) < 2 or provider not in _CACHE_CONTROL_PROVIDERS:
+        return list(messages)
+    if not supports_prompt_caching(model=model):
+        return list(messages)
+    marked = [dict(message) for message in messages]
+    last_prefix = marked[-2]
+    content = last_prefix.get("content")
+    parts = [{"type": "text", "text": content}] if isinstance(content, str) else list(content or [])
+    if parts:
+        parts[-1] = {**parts[-1], "cache_control": {"type": "ephemeral"}}
+    last_prefix["content"] = parts
+    return marked
+
+
+def _call_with_retries(
+    model: str, messages: list[Message], parameters: dict[str, Any], settings: Settings
+) -> tuple[Any, float]:
+    """One successful litellm call (and its duration), retrying 429, 5xx and timeouts.
+
+    litellm's own retries are turned off (``num_retries=0``, ``max_retries=0``) so the
+    attempts, the backoff and the reason raised when they run out are all decided here.
+    """
+    delay = settings.llm_retry_backoff_initial_seconds
+    for attempt in range(settings.llm_max_retries + 1):
+        started = time.perf_counter()
+        try:
+            response = litellm.completion(
+                model=model,
+                messages=messages,
+                timeout=settings.llm_timeout_seconds,
+                num_retries=0,
+                max_retries=0,
+                drop_params=True,
+                **_connection(model, settings),
+                **parameters,
+            )
+            return response, time.perf_counter() - started
+        except Exception as exc:
+            error = translate_provider_error(exc)
+            if error is None:
+                raise
+            if attempt == settings.llm_max_retries:
+                raise error from exc
+            logger.info(
+                "provider call failed, retrying",
+                extra={"model": model, "attempt": attempt, "reason": error.reason.value},
+            )
+        time.sleep(delay)
+        delay = min(delay * 2, settings.llm_retry_backoff_max_seconds)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _connection(model: str, settings: Settings) -> dict[str, Any]:
+    """The configured base URL and API key of ``model`` (the key read from its variable)."""
+    connection: dict[str, Any] = {}
+    if model in settings.llm_api_bases:
+        connection["api_base"] = settings.llm_api_bases[model]
+    key_variable = settings.llm_api_key_envs.get(model)
+    if key_variable and os.environ.get(key_variable):
+        connection["api_key"] = os.environ[key_variable]
+    return connection
+
+
+def translate_provider_error(exc: BaseException) -> TransientError | None:
+    """litellm's exception as the platform's transient error, or None if it is not one."""
+    if isinstance(exc, litellm.Timeout):
+        return TransientError(Reason.TIMEOUT, f"provider timed out: {type(exc).__name__}")
+    if isinstance(exc, litellm.RateLimitError):
+        return TransientError(Reason.PROVIDER_RATE_LIMITED, "provider rate limit (429)")
+    if isinstance(exc, litellm.APIConnectionError):
+        return TransientError(Reason.PROVIDER_UNAVAILABLE, "provider unreachable")
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status >= 500:
+        return TransientError(Reason.PROVIDER_UNAVAILABLE, f"provider answered {status}")
+    return None
+
+
+def _reply_text(response: Any) -> str:
+    """The assistant's text in a chat completion ("" if there is none)."""
+    choices = getattr(response, "choices", None) or []
+    if not choices:
+        return ""
+    return choices[0].message.content or ""
+
+
+def _correction(reply: str, error: ValidationError) -> list[Message]:
+    """Show the model its invalid reply and what was wrong, so the retry can differ."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}" for e in error.errors()[:10]
+    )
+    return [
+        {"role": "assistant", "content": reply},
+        {
+            "role": "user",
+            "content": f"That reply is not valid ({problems}). Answer with the JSON object only.",
+        },
+    ]
+
+
+def _cost_event(
+    model: str,
+    response: Any,
+    compute_seconds: float,
+    context: LLMContext,
+    task: str,
+    key: str,
+    attempt: int,
+    prices: PriceBook,
+) -> dict[str, Any]:
+    """The CostEvent of one paid call: tokens for hosted models, compute time for local ones.
+
+    Its id derives from job, stage, task, cache key and attempt, so a redelivered job
+    that makes the same call again produces the same event and is charged once.
+    """
+    provider, model_name = split_model(model)
+    event_key = f"{context.job_id}:{context.stage}:{task}:{key}:{attempt}"
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid5(_EVENT_NAMESPACE, event_key)),
+        "customer_id": context.customer_id,
+        "job_id": context.job_id,
+        "stage": context.stage,
+        "provider": provider,
+        "model": model_name,
+        "input_tokens": 0,
+        "cached_tokens": 0,
+        "output_tokens": 0,
+        "occurred_at_ms": int(time.time() * 1000),
+    }
+    if provider in _COMPUTE_PROVIDERS:
+        seconds = response._hidden_params.get("compute_seconds", compute_seconds)
+        usage = {"compute_seconds": seconds}
+        event.update(unit="compute_seconds", quantity=float(seconds))
+    else:
+        input_tokens, cached_tokens, output_tokens = token_usage(response)
+        usage = {
+            "input_tokens": input_tokens,
+            "cached_tokens": cached_tokens,
+            "output_tokens": output_tokens,
+        }
+        event.update(usage, unit="tokens", quantity=float(sum(usage.values())))
+    event["amount_usd_micros"] = prices.cost_usd_micros(provider, model_name, usage)
+    return event
+
+
+def token_usage(response: Any) -> tuple[int, int, int]:
+    """(uncached input, cached input, output) tokens as the provider reported them.
+
+    OpenAI-style usage counts cached tokens inside ``prompt_tokens``; they are split
+    out because they are billed at the cached rate.
+    """
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return 0, 0, 0
+    prompt = int(getattr(usage, "prompt_tokens", 0) or 0)
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = int(getattr(details, "cached_tokens", 0) or 0) if details else 0
+    output = int(getattr(usage, "completion_tokens", 0) or 0)
+    return prompt - cached, cached, output
