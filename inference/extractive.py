@@ -127,6 +127,7 @@ def extract_insights(transcript: TranscriptText) -> Insights:
     scores = [_sentence_score(sentence, frequencies) for sentence in sentences]
     chapters = _chapters(transcript, sentences, scores)
     keywords = [term for term, _ in _ranked_terms(sentences)[:_KEYWORDS]]
+    action_items = [item for sentence in sentences if (item := _action_item(sentence))]
     return Insights(
         summary=_summary(sentences, scores, chapters),
         chapters=chapters,
@@ -134,8 +135,8 @@ def extract_insights(transcript: TranscriptText) -> Insights:
         keywords=keywords,
         key_moments=_key_moments(sentences, scores),
         sentiment=_sentiment(sentence.text for sentence in sentences),
-        entities=_entities(sentences),
-        action_items=[item for sentence in sentences if (item := _action_item(sentence))],
+        entities=_entities(sentences, [item.owner for item in action_items]),
+        action_items=action_items,
         questions=[sentence.text for sentence in sentences if sentence.text.endswith("?")],
     )
 
@@ -297,13 +298,17 @@ def _sentiment(texts: Iterable[str]) -> Sentiment:
     return Sentiment(label=label, score=round(score, 3))
 
 
-def _entities(sentences: list[_Sentence]) -> list[str]:
-    """Capitalised words that are not sentence openers or calendar words, most named first."""
-    counts: Counter[str] = Counter()
+def _entities(sentences: list[_Sentence], owners: list[str]) -> list[str]:
+    """Action item owners and capitalised words inside sentences, most named first.
+
+    A capitalised first word only says a sentence began, so it counts only when the
+    same word also appears inside a sentence or owns an action item.
+    """
+    counts: Counter[str] = Counter(owners)
     for sentence in sentences:
-        for word in re.findall(rf"\b{_NAME}\b", sentence.text):
-            if word not in _NOT_NAMES:
-                counts[word] += 1
+        for match in re.finditer(rf"\b{_NAME}\b", sentence.text):
+            if match.start() > 0 and match.group() not in _NOT_NAMES:
+                counts[match.group()] += 1
     return [word for word, _ in counts.most_common()]
 
 
