@@ -11,7 +11,11 @@ from collections.abc import Callable
 
 from streams.runtime.stage import Stage
 
-STAGE_REFS: dict[str, str] = {}
+STAGE_REFS: dict[str, str] = {
+    "ingest": "streams.ingest:STAGE",
+    "preprocess": "streams.preprocess:STAGE",
+    "transcribe": "streams.transcribe:STAGE",
+}
 
 
 def load_stage(ref: str) -> Stage:

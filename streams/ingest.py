@@ -1,0 +1,180 @@
+"""Ingest: a requested job's source becomes a probed media blob (JobRequested -> MediaIngested).
+
+Both entry paths converge here: a job produced straight to Kafka by an upstream
+system gets its row now, so a rejection below is recorded as a failed job. The
+source is a blob the gateway already stored, or an http(s) URL fetched behind the
+SSRF guard with size and time caps. Whatever cannot be processed is rejected with
+its reason code (PermanentError: the runtime dead-letters it and fails the job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from inference.pricing import load_pricing
+from media.fetch import fetch, parse_networks
+from media.probe import MediaInfo, probe
+from sinks import jobs
+from sinks.blobs import BlobStore
+from sinks.db import connect
+from streams.runtime.stage import Inbound, Output, Stage, StageResult
+from topics.catalogue import STAGES
+from vidinsight.errors import PermanentError, Reason
+from vidinsight.settings import Settings, get_settings
+
+HASH_BLOCK_BYTES = 1 << 20
+
+
+def cost_event(
+    inbound: Inbound, stage: str, item: str, provider: str, model: str, unit: str, quantity: float
+) -> dict[str, Any]:
+    """A CostEvent priced from the price book; its id is fixed by job, stage and item."""
+    usage = {unit: quantity}
+    return {
+        "event_id": hashlib.sha256(f"{inbound.job_id}:{stage}:{item}:{unit}".encode()).hexdigest(),
+        "customer_id": inbound.customer_id,
+        "job_id": inbound.job_id,
+        "stage": stage,
+        "provider": provider,
+        "model": model,
+        "unit": unit,
+        "quantity": float(quantity),
+        "input_tokens": 0,
+        "cached_tokens": 0,
+        "output_tokens": 0,
+        "amount_usd_micros": load_pricing().cost_usd_micros(provider, model, usage),
+        "occurred_at_ms": int(time.time() * 1000),
+    }
+
+
+def ensure_job(settings: Settings, value: Mapping[str, Any]) -> None:
+    """Create the job row if an upstream system produced the request directly; mark it running."""
+    with connect(settings) as conn:
+        jobs.create_job(
+            conn,
+            job_id=value["job_id"],
+            customer_id=value["customer_id"],
+            source_uri=value["source_uri"],
+            webhook_url=value.get("webhook_url"),
+            options=dict(value.get("options") or {}),
+        )
+        jobs.set_status(conn, value["job_id"], "running")
+
+
+def store_source(
+    settings: Settings, store: BlobStore, job_id: str, source: str
+) -> tuple[str, str, int]:
+    """The source as a blob of ours: (uri, sha256, size). Copies http(s); hashes own blobs."""
+    if store.owns(source):
+        with store.local_path(source) as path:
+            return source, file_sha256(path), path.stat().st_size
+    if source.startswith(("http://", "https://")):
+        key = f"media/{job_id}/source"
+        with store.open_write(key) as target:
+            fetched = fetch(
+                source,
+                target,
+                max_bytes=settings.max_media_bytes,
+                timeout_seconds=settings.fetch_timeout_seconds,
+                connect_timeout_seconds=settings.fetch_connect_timeout_seconds,
+                max_redirects=settings.fetch_max_redirects,
+                allowed=parse_networks(settings.fetch_allowed_networks),
+            )
+        return store.uri(key), fetched.sha256, fetched.size_bytes
+    raise PermanentError(
+        Reason.SOURCE_FORBIDDEN, f"source {source!r} is neither an uploaded blob nor an http(s) URL"
+    )
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(HASH_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def media_ingested(inbound: Inbound, uri: str, sha256: str, info: MediaInfo) -> dict[str, Any]:
+    return {
+        "job_id": inbound.job_id,
+        "customer_id": inbound.customer_id,
+        "media_uri": uri,
+        "sha256": sha256,
+        "size_bytes": info.size_bytes,
+        "duration_seconds": info.duration_seconds,
+        "container": info.container,
+        "has_audio": info.has_audio,
+        "has_video": info.has_video,
+        "video": None
+        if info.video is None
+        else {"codec": info.video.codec, "width": info.video.width,
+              "height": info.video.height, "fps": info.video.fps},
+        "audio": None
+        if info.audio is None
+        else {"codec": info.audio.codec, "sample_rate": info.audio.sample_rate,
+              "channels": info.audio.channels},
+        "ingested_at_ms": int(time.time() * 1000),
+    }  # fmt: skip
+
+
+def ingest(inbound: Inbound, output_topic: str) -> StageResult:
+    """Fetch, hash and probe the source; reject what cannot be processed."""
+    settings = get_settings()
+    began = time.process_time()
+    ensure_job(settings, inbound.value)
+    store = BlobStore.from_settings(settings)
+    source = str(inbound.value["source_uri"])
+    uri, sha256, size = store_source(settings, store, inbound.job_id, source)
+    with store.local_path(uri) as path:
+        info = probe(
+            path,
+            max_bytes=settings.max_media_bytes,
+            max_duration_seconds=settings.max_duration_seconds,
+        )
+    costs: list[Mapping[str, Any]] = [
+        cost_event(inbound, "ingest", "probe", "local", "media", "compute_seconds",
+                   round(time.process_time() - began, 3)),
+    ]  # fmt: skip
+    if uri != source:
+        costs.append(
+            cost_event(inbound, "ingest", "source", "storage", "blob", "storage_bytes", size)
+        )
+    value = media_ingested(inbound, uri, sha256, info)
+    return StageResult(
+        outputs=[Output(output_topic, "MediaIngested", inbound.job_id, value)], cost_events=costs
+    )
+
+
+def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
+    """The ingest stage on the catalogue's topics, or on ``topics`` (keys: input, output,
+    dlq, costs, failures) for tests that need private ones."""
+    wiring = STAGES["ingest"]
+    chosen = dict(topics or {})
+    output = chosen.get("output", wiring.output_topics[0])
+    stage = Stage(
+        "ingest",
+        chosen.get("input", wiring.input_topic),
+        wiring.input_schema,
+        lambda inbound: ingest(inbound, output),
+        dlq_topic=chosen.get("dlq"),
+        group_id=group_id,
+    )
+    return with_private_topics(stage, chosen)
+
+
+def with_private_topics(stage: Stage, topics: Mapping[str, str]) -> Stage:
+    """``stage`` with its cost and failure topics overridden where ``topics`` names them."""
+    changes: dict[str, Any] = {}
+    if "costs" in topics:
+        changes["costs_topic"] = topics["costs"]
+    if "failures" in topics:
+        changes["failure_topic"] = topics["failures"]
+    return replace(stage, **changes)
+
+
+STAGE = build()

@@ -1,0 +1,103 @@
+"""Transcribe: one audio chunk becomes stored text (AudioChunk -> TranscriptReady when all are in).
+
+Each chunk is transcribed on its own, its times shifted to the video's timeline, and
+recorded in PostgreSQL at once, under the job's advisory lock
+(``sinks.transcripts.record_chunk``). The chunk whose recording completes the job
+emits the one TranscriptReady. The record is written here rather than in ``store``
+because the runtime fixes a message's outputs before its store runs, and whether
+this chunk is the last one is only known once it is recorded. A redelivered last
+chunk may announce the transcript again; the next stage is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from inference.transcriber import Transcriber, Transcript, transcriber_from_settings
+from sinks.blobs import BlobStore
+from sinks.db import connect
+from sinks.transcripts import job_chunks, record_chunk
+from streams.ingest import cost_event, with_private_topics
+from streams.runtime.stage import Inbound, Output, Stage, StageResult
+from topics.catalogue import STAGES
+from vidinsight.settings import Settings, get_settings
+
+
+@lru_cache(maxsize=1)
+def transcriber() -> Transcriber:
+    """One transcriber per worker process: the model loads once."""
+    return transcriber_from_settings(get_settings())
+
+
+def record(settings: Settings, chunk: Mapping[str, Any], transcript: Transcript) -> int | None:
+    """Store the chunk's transcript; the job's word count if this completed the job, else None."""
+    with connect(settings) as conn, conn.transaction():
+        progress = record_chunk(
+            conn,
+            job_id=chunk["job_id"],
+            chunk_index=chunk["chunk_index"],
+            chunk_count=chunk["chunk_count"],
+            start_seconds=chunk["start_seconds"],
+            end_seconds=chunk["end_seconds"],
+            text=transcript.text,
+            segments=transcript.segments_json(),
+            language=transcript.language,
+        )
+        if not progress.complete:
+            return None
+        return sum(len(str(row["text"]).split()) for row in job_chunks(conn, chunk["job_id"]))
+
+
+def transcribe(inbound: Inbound, ready_topic: str) -> StageResult:
+    """Transcribe one chunk; announce the transcript when it is the last to land."""
+    settings = get_settings()
+    chunk = inbound.value
+    store = BlobStore.from_settings(settings)
+    with store.local_path(str(chunk["audio_uri"])) as audio:
+        transcript = transcriber().transcribe(audio, chunk.get("language"))
+    transcript = transcript.shifted(float(chunk["start_seconds"]))
+    word_count = record(settings, chunk, transcript)
+    outputs = []
+    if word_count is not None:
+        ready = {
+            "job_id": inbound.job_id,
+            "customer_id": inbound.customer_id,
+            "chunk_count": int(chunk["chunk_count"]),
+            "language": transcript.language,
+            "word_count": word_count,
+            "duration_seconds": float(chunk["duration_seconds"]),
+            "ready_at_ms": int(time.time() * 1000),
+        }
+        outputs.append(Output(ready_topic, "TranscriptReady", inbound.job_id, ready))
+    item = f"chunk{chunk['chunk_index']}"
+    if transcript.provider == "local":
+        quantity, unit = round(transcript.compute_seconds, 3), "compute_seconds"
+    else:
+        quantity, unit = round(transcript.audio_seconds, 3), "audio_seconds"
+    cost = cost_event(
+        inbound, "transcribe", item, transcript.provider, transcript.model, unit, quantity
+    )
+    return StageResult(outputs=outputs, cost_events=[cost], payload=transcript.text)
+
+
+def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
+    """The transcribe stage on the catalogue's topics, or on private ones (keys: input,
+    output, dlq, costs, failures)."""
+    wiring = STAGES["transcribe"]
+    chosen = dict(topics or {})
+    ready_topic = chosen.get("output", wiring.output_topics[0])
+    stage = Stage(
+        "transcribe",
+        chosen.get("input", wiring.input_topic),
+        wiring.input_schema,
+        lambda inbound: transcribe(inbound, ready_topic),
+        dlq_topic=chosen.get("dlq"),
+        group_id=group_id,
+    )
+    return with_private_topics(stage, chosen)
+
+
+STAGE = build()

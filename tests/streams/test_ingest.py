@@ -1,0 +1,57 @@
+"""Ingest as a real worker: rejections become failed jobs with their reason; the partition flows."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.fixtures.media import GeneratedMedia, MediaPipeline
+
+REJECTIONS = [
+    ("empty.mp4", "empty_media"),
+    ("notes.mp4", "not_media"),
+    ("truncated.mp4", "corrupt_media"),
+    ("subtitles.mkv", "no_streams"),
+    ("long.mp4", "too_long"),
+    ("large.wav", "too_large"),
+]
+FORBIDDEN_SOURCES = [
+    "http://169.254.169.254/latest/meta-data/iam/",
+    "http://10.0.0.1/video.mp4",
+    "http://127.0.0.1:9/video.mp4",
+    "file:///etc/passwd",
+]
+
+
+def test_rejections_fail_their_jobs_and_never_block_the_partition(
+    media_pipeline: MediaPipeline, generated_media: GeneratedMedia
+) -> None:
+    """All on one partition: each bad job fails with its reason; the good one after them lands."""
+    run = uuid.uuid4().hex[:8]
+    media_pipeline.start("ingest", VI_MAX_MEDIA_BYTES="300000", VI_MAX_DURATION_SECONDS="8")
+    expected: dict[str, str] = {}
+    for name, reason in REJECTIONS:
+        job_id = f"job-{run}-{name}"
+        media_pipeline.submit(job_id, media_pipeline.upload(generated_media.file(name), job_id))
+        expected[job_id] = reason
+    for index, source in enumerate(FORBIDDEN_SOURCES):
+        job_id = f"job-{run}-forbidden-{index}"
+        media_pipeline.submit(job_id, source)
+        expected[job_id] = "source_forbidden"
+    good = f"job-{run}-good"
+    good_uri = media_pipeline.upload(generated_media.file("short.mp4"), good)
+    media_pipeline.submit(good, good_uri)
+
+    for job_id, reason in expected.items():
+        job = media_pipeline.wait_job(job_id, ("failed",))
+        assert (job["error_stage"], job["error_reason"]) == ("ingest", reason), job
+        assert len(job["error_message"]) > 10, job
+    assert media_pipeline.wait_job(good, ("running",))["status"] == "running"
+    [ingested] = media_pipeline.read("ingested", 1)
+    assert ingested["job_id"] == good
+    assert ingested["media_uri"] == good_uri
+    assert (ingested["has_audio"], ingested["has_video"]) == (True, True)
+    assert ingested["duration_seconds"] == 4.0
+    assert ingested["video"]["width"] == 160
+    assert len(ingested["sha256"]) == 64
+    assert len(media_pipeline.read("dlq", len(expected) + 1, timeout=10)) == len(expected)
+    assert [w.process.poll() for w in media_pipeline.workers] == [None]  # no crash loop
