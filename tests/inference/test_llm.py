@@ -196,6 +196,28 @@ def test_unreachable_provider_is_transient_unavailable(
     assert raised.value.reason is Reason.PROVIDER_UNAVAILABLE
 
 
+def test_slow_provider_times_out_as_transient(
+    settings: Settings,
+    openai_server: OpenAIServer,
+    context: LLMContext,
+    messages: list[dict[str, Any]],
+    prices: PriceBook,
+) -> None:
+    impatient = configured(
+        settings,
+        [HOSTED],
+        {HOSTED: openai_server.url},
+        llm_timeout_seconds=0.3,
+        llm_max_retries=0,
+    )
+    openai_server.then(ScriptedReply(content=VALID, delay_seconds=1.5))
+
+    with pytest.raises(TransientError) as raised:
+        complete("classify", messages, Verdict, context, prices=prices, settings=impatient)
+
+    assert raised.value.reason is Reason.TIMEOUT
+
+
 def test_invalid_json_is_retried_then_invalid_llm_output(
     hosted: Settings,
     openai_server: OpenAIServer,
