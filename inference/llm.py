@@ -153,7 +153,7 @@ def _complete_with(
         events.append(_cost_event(model, response, seconds, context, task, key, attempt, prices))
         reply = _reply_text(response)
         try:
-            value = response_model.model_validate_json(reply)
+            value = response_model.model_validate_json(json_body(reply))
         except ValidationError as exc:
             logger.warning(
                 "reply does not match the schema",
@@ -313,6 +313,16 @@ def _reply_text(response: Any) -> str:
     if not choices:
         return ""
     return choices[0].message.content or ""
+
+
+def json_body(reply: str) -> str:
+    """The JSON of a reply, without the Markdown code fence many chat models wrap it in."""
+    text = reply.strip()
+    if text.startswith("```") and text.endswith("```") and len(text) >= 6:
+        text = text[3:-3]
+        first_line, _, rest = text.partition("\n")
+        text = rest if first_line.strip().isalpha() or not first_line.strip() else text
+    return text.strip()
 
 
 def _correction(reply: str, error: ValidationError) -> list[Message]:

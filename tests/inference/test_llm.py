@@ -144,6 +144,21 @@ def test_rate_limited_then_success_is_retried_and_costed_once(
     assert event["input_tokens"] == 100
 
 
+def test_reply_fenced_as_markdown_is_accepted(
+    hosted: Settings,
+    openai_server: OpenAIServer,
+    context: LLMContext,
+    messages: list[dict[str, Any]],
+    prices: PriceBook,
+) -> None:
+    openai_server.then(ScriptedReply(content=f"```json\n{VALID}\n```"))
+
+    result = complete("classify", messages, Verdict, context, prices=prices, settings=hosted)
+
+    assert result.value.label == "relevant"
+    assert len(openai_server.requests) == 1
+
+
 def test_lasting_rate_limit_is_transient_after_the_retries(
     hosted: Settings,
     openai_server: OpenAIServer,
