@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -99,6 +100,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(VidinsightError, _vidinsight_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(psycopg.DataError, _unstorable_value)
+    app.add_exception_handler(UnicodeEncodeError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -130,6 +133,12 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     reason = Reason.NOT_FOUND if exc.status_code == 404 else Reason.INVALID_REQUEST
     return error_response(exc.status_code, reason, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _unstorable_value(_request: Request, exc: Exception) -> JSONResponse:
+    """A value PostgreSQL cannot hold (a NUL character, a lone surrogate): the caller's fault."""
+    log.info("unstorable value refused", extra={"detail": type(exc).__name__})
+    return error_response(422, Reason.INVALID_REQUEST, "the request holds characters not allowed")
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -16,7 +16,9 @@ from sinks.jobs import get_job
 from vidinsight.errors import Reason
 
 # The ``{job_id}`` path parameter of every job route.
-JobId = Annotated[str, Path(min_length=1, max_length=100, description="The job's id")]
+JobId = Annotated[
+    str, Path(min_length=1, max_length=100, pattern=r"^[!-~]+$", description="The job's id")
+]
 
 
 def owned_job(conn: Connection, job_id: str, customer_id: str) -> dict[str, Any]:

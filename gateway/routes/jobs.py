@@ -14,7 +14,7 @@ import uuid
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
-from pydantic import AnyHttpUrl, BaseModel, Field, model_validator
+from pydantic import AnyHttpUrl, BaseModel, Field, StringConstraints, model_validator
 
 from gateway import metrics
 from gateway.api_errors import ApiError, responses
@@ -41,13 +41,20 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 JobStatus = Literal["queued", "running", "completed", "failed", "cancelled"]
 
 
+# Options are short printable strings (they travel as an Avro map of strings).
+OptionKey = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00]+$")]
+OptionValue = Annotated[str, StringConstraints(max_length=1000, pattern=r"^[^\x00]*$")]
+
+
 class JobRequest(BaseModel):
     """What to process: an upload of this customer, or a URL the pipeline fetches."""
 
-    upload_id: str | None = Field(default=None, min_length=1, max_length=100)
+    upload_id: str | None = Field(
+        default=None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$"
+    )
     source_url: AnyHttpUrl | None = None
     webhook_url: AnyHttpUrl | None = None
-    options: dict[str, str] = Field(default_factory=dict)
+    options: dict[OptionKey, OptionValue] = Field(default_factory=dict, max_length=50)
 
     @model_validator(mode="after")
     def _one_source(self) -> JobRequest:

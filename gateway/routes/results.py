@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlparse
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -111,9 +111,7 @@ def _text_response(media_type: str) -> dict[int | str, dict[str, Any]]:
     }
 
 
-@router.get(
-    "/{job_id}/captions.vtt", response_class=PlainTextResponse, responses=_text_response("text/vtt")
-)
+@router.get("/{job_id}/captions.vtt", response_class=Response, responses=_text_response("text/vtt"))
 def captions_vtt(job_id: JobId, customer_id: CustomerId, ctx: Context) -> PlainTextResponse:
     """WebVTT captions of the transcript."""
     return PlainTextResponse(
@@ -123,7 +121,7 @@ def captions_vtt(job_id: JobId, customer_id: CustomerId, ctx: Context) -> PlainT
 
 @router.get(
     "/{job_id}/captions.srt",
-    response_class=PlainTextResponse,
+    response_class=Response,
     responses=_text_response("application/x-subrip"),
 )
 def captions_srt(job_id: JobId, customer_id: CustomerId, ctx: Context) -> PlainTextResponse:
@@ -135,7 +133,7 @@ def captions_srt(job_id: JobId, customer_id: CustomerId, ctx: Context) -> PlainT
 
 @router.get(
     "/{job_id}/keyframes/{n}.jpg",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         200: {"content": {"image/jpeg": {"schema": {"type": "string", "format": "binary"}}}},
         **responses(401, 404, 409, 503),

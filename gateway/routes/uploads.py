@@ -48,7 +48,7 @@ _BODY = {
     "",
     status_code=201,
     response_model=UploadCreated,
-    responses=responses(401, 413, 415, 503),
+    responses=responses(401, 413, 415, 422, 503),
     openapi_extra={"requestBody": _BODY},
 )
 async def upload_media(

@@ -192,8 +192,9 @@ def test_idempotency_key_replays_and_refuses_another_body(
         {"upload_id": "upl_x", "source_url": "https://example.com/a.mp4"},
         {"source_url": "ftp://example.com/a.mp4"},
         {"source_url": "https://example.com/a.mp4", "options": {"n": 1}},
+        {"source_url": "https://example.com/a.mp4", "options": {"lang": "e\u0000n"}},
     ],
-    ids=["no-source", "two-sources", "not-http", "non-string-option"],
+    ids=["no-source", "two-sources", "not-http", "non-string-option", "nul-in-option"],
 )
 def test_invalid_submissions_are_422(
     gateway: RunningGateway, customer: Customer, body: dict[str, object]
