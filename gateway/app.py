@@ -21,6 +21,7 @@ from gateway.firebase import FirebaseVerifier
 from gateway.outbox import Publisher, Relay
 from gateway.routes import health, jobs, results, spend, uploads
 from schemas.codec import Codec
+from sinks.blobs import BlobStore
 from sinks.db import create_pool
 from vidinsight.settings import Settings, get_settings
 
@@ -66,6 +67,7 @@ def _open_context(settings: Settings) -> GatewayContext:
         publisher=Publisher(settings, Codec(settings.registry_url), topic),
         firebase=FirebaseVerifier(settings),
         lag=LagMonitor(settings, settings.gateway_lag_group, topic),
+        blobs=BlobStore.from_settings(settings),
     )
 
 

@@ -8,11 +8,11 @@ gateways with different settings side by side.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from sinks.blobs import BlobStore
 from sinks.db import Pool
 from topics.catalogue import JOBS_REQUESTED_TOPIC
 from vidinsight.settings import Settings
@@ -30,16 +30,12 @@ class GatewayContext:
     publisher: Publisher
     firebase: FirebaseVerifier
     lag: LagMonitor
+    blobs: BlobStore
 
     @property
     def jobs_topic(self) -> str:
         """Where job requests go (configurable so tests use a topic of their own)."""
         return jobs_topic(self.settings)
-
-    @property
-    def blob_root(self) -> Path:
-        """The folder under which uploads and other media live (file:// blob URIs)."""
-        return self.settings.state_dir / "blobs"
 
 
 def jobs_topic(settings: Settings) -> str:

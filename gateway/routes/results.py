@@ -2,18 +2,16 @@
 
 Everything here is 409 (``job_not_completed``) until the job has completed, and 404
 for another customer's job. Scenes come from the scenes table, each with the URL of
-its keyframe on this API; keyframe blobs are served only from under the blob root.
+its keyframe on this API; only blobs of the platform's blob store are served.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlparse
 
 from fastapi import APIRouter, Response
 from fastapi import Path as PathParam
-from fastapi.responses import FileResponse, PlainTextResponse
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api_errors import ApiError, responses
@@ -23,7 +21,7 @@ from gateway.job_access import JobId, owned_job
 from sinks.db import Connection, transaction
 from sinks.insights import get_insight
 from sinks.scenes import job_scenes
-from vidinsight.errors import Reason
+from vidinsight.errors import PermanentError, Reason
 
 router = APIRouter(prefix="/v1/jobs", tags=["results"])
 
@@ -144,23 +142,17 @@ def keyframe(
     n: Annotated[int, PathParam(ge=0, le=100_000, description="scene index, from 0")],
     customer_id: CustomerId,
     ctx: Context,
-) -> FileResponse:
+) -> Response:
     """The keyframe of scene ``n`` as JPEG."""
     with transaction(ctx.pool) as conn:
         _completed_insight(conn, job_id, customer_id)
         scenes = {s["scene_index"]: s for s in job_scenes(conn, job_id)}
     scene = scenes.get(n)
-    path = _blob_path(ctx, scene["keyframe_uri"]) if scene and scene["keyframe_uri"] else None
-    if path is None or not path.is_file():
+    uri = scene["keyframe_uri"] if scene else None
+    if not uri or not ctx.blobs.owns(uri):
         raise ApiError(Reason.NOT_FOUND, f"job {job_id} has no keyframe {n}")
-    return FileResponse(path, media_type="image/jpeg")
-
-
-def _blob_path(ctx: GatewayContext, uri: str) -> Path | None:
-    """The local file of a ``file://`` blob under the blob root; None for anything else."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "file":
-        return None
-    path = Path(parsed.path).resolve()
-    root = ctx.blob_root.resolve()
-    return path if path.is_relative_to(root) else None
+    try:
+        with ctx.blobs.local_path(uri) as path:
+            return Response(path.read_bytes(), media_type="image/jpeg")
+    except PermanentError as exc:
+        raise ApiError(Reason.NOT_FOUND, f"job {job_id} has no keyframe {n}") from exc

@@ -1,16 +1,15 @@
 """Uploads: the media file as the raw request body, streamed to the blob store.
 
 The body is written chunk by chunk while its SHA-256 is computed, never held whole in
-memory; a body over the size cap is cut off, its partial file removed, and answered
-with 413. The blob is a file under the state dir, named by a ``file://`` URI that the
-pipeline's ingest stage reads.
+memory; a body over the size cap is cut off, its partial blob removed, and answered
+with 413. The blob goes to the platform's blob store (``sinks.blobs``: ``file://``
+under the state dir by default), so the ingest stage recognises it as its own.
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -20,6 +19,7 @@ from gateway import metrics
 from gateway.api_errors import ApiError, responses
 from gateway.auth import CustomerId
 from gateway.context import Context, GatewayContext
+from sinks.blobs import BlobStore
 from sinks.db import transaction
 from sinks.deliveries import record_upload
 from vidinsight.errors import Reason
@@ -63,9 +63,9 @@ async def upload_media(
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     upload_id = f"upl_{uuid.uuid4().hex}"
-    path = ctx.blob_root / "uploads" / customer_id / upload_id
-    size, digest = await _stream_to_file(request, path, limit)
-    uri = path.resolve().as_uri()
+    key = f"uploads/{customer_id}/{upload_id}"
+    size, digest = await _stream_to_blob(request, ctx.blobs, key, limit)
+    uri = ctx.blobs.uri(key)
     await run_in_threadpool(_record, ctx, upload_id, customer_id, uri, size, digest)
     metrics.UPLOADED_BYTES.inc(size)
     return UploadCreated(upload_id=upload_id, bytes=size, sha256=digest)
@@ -86,25 +86,25 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(Reason.TOO_LARGE, f"uploads are limited to {limit} bytes")
 
 
-async def _stream_to_file(request: Request, path: Path, limit: int) -> tuple[int, str]:
-    """Write the body to ``path``; return (bytes, sha256 hex). Removes the file on failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".part")
+async def _stream_to_blob(
+    request: Request, blobs: BlobStore, key: str, limit: int
+) -> tuple[int, str]:
+    """Write the body to the blob ``key``; return (bytes, sha256 hex).
+
+    The blob store makes the blob appear only once complete and removes the partial
+    one when this raises (over the cap, empty, or the client went away).
+    """
     digest = hashlib.sha256()
     size = 0
-    try:
-        with partial.open("wb") as out:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise _too_large(limit)
-                digest.update(chunk)
-                out.write(chunk)
+    with blobs.open_write(key) as out:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            digest.update(chunk)
+            out.write(chunk)
         if size == 0:
             raise ApiError(Reason.EMPTY_MEDIA, "the upload is empty", status=422)
-        partial.rename(path)
-    finally:
-        partial.unlink(missing_ok=True)
     return size, digest.hexdigest()
 
 
