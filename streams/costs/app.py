@@ -75,14 +75,18 @@ def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
 
     @app.agent(source)
     async def aggregate(stream: faust.StreamT[bytes]) -> None:
+        """One transaction per batch; the batch is acked (offsets committable) after it."""
         assert isinstance(stream, Stream)  # take_events is on the class, not the protocol
         async for events in stream.take_events(
             settings.costs_batch_max_events, within=settings.costs_batch_max_wait_seconds
         ):
+            started = time.perf_counter()
             outcome = await _record_until_done(settings, pool, codec, events)
+            outcome.duration_ms = (time.perf_counter() - started) * 1000
             for crossing in outcome.crossings:
                 body = encode_budget_event(codec, budget_topic(settings), crossing)
-                await sink.send(key=crossing.status.customer_id.encode(), value=body)
+                sent = await sink.send(key=crossing.status.customer_id.encode(), value=body)
+                await sent  # delivered before the batch is acked
             _observe(app, outcome, events)
 
     return app
@@ -162,7 +166,11 @@ def _observe(app: faust.App, outcome: BatchOutcome, events: Sequence[EventT]) ->
             "batch recorded: %d new, %d duplicate",
             len(outcome.new),
             outcome.duplicates,
-            extra={"stage": "costs", "event": "batch_recorded"},
+            extra={
+                "stage": "costs",
+                "event": "batch_recorded",
+                "duration_ms": round(outcome.duration_ms, 1),
+            },
         )
     _observe_lag(app, events)
 

@@ -38,6 +38,7 @@ class BatchOutcome:
     duplicates: int = 0
     undecodable: int = 0
     crossings: list[Crossing] = field(default_factory=list)
+    duration_ms: float = 0.0
 
 
 def decode_events(
