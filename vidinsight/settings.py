@@ -117,6 +117,12 @@ class Settings(BaseSettings):
         "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
     )
     firebase_clock_skew_seconds: int = 5
+    # Live progress (SSE): how often a stream looks for changes, and how long it lasts.
+    gateway_sse_poll_seconds: float = 0.5
+    gateway_sse_max_seconds: float = 300.0
+    # PostHog product analytics: off while the key is empty.
+    posthog_api_key: str = ""
+    posthog_host: str = "https://us.i.posthog.com"
 
     # Cost aggregator (streams/costs). Its consumer group is its Faust app id.
     costs_app_id: str = "vi.costs.aggregator"
