@@ -145,11 +145,13 @@ def metric(port: int, name: str) -> float:
     """The sum of every sample of metric ``name`` on the aggregator's /metrics endpoint."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
         text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+    samples = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    ]
+    assert samples, f"no metric {name}"
+    return sum(samples)
 
 
 def spend_tables_vs_ledger(pool: Pool, customer_ids: list[str]) -> list[dict[str, Any]]:

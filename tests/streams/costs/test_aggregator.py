@@ -14,6 +14,7 @@ from confluent_kafka import Consumer
 
 from sinks.budgets import is_over_budget
 from sinks.customers import create_customer
+from tests.fixtures.kafka import produce_to
 from tests.streams.costs.harness import (
     CostsHarness,
     assert_spend_tables_sum_to_ledger,
@@ -49,6 +50,7 @@ def test_each_event_sent_twice_is_counted_once(costs: CostsHarness) -> None:
     events = _events(customers, jobs_per_customer=2, per_job=20)
     _aggregator, port = costs.start()
     costs.send(events)
+    produce_to(costs.settings.kafka_bootstrap, costs.costs_topic, b"not avro", key=customers[0])
     costs.send(events)  # every event again: same ids, new Kafka messages
     costs.wait_until(
         lambda: metric(port, "vi_costs_duplicates_dropped_total") >= len(events),
@@ -60,6 +62,8 @@ def test_each_event_sent_twice_is_counted_once(costs: CostsHarness) -> None:
     assert metric(port, "vi_costs_duplicates_dropped_total") == len(events)
     spend = metric(port, "vi_costs_spend_usd_micros_total")
     assert spend == sum(_expected(events).values())
+    assert metric(port, "vi_costs_undecodable_total") == 1  # skipped, not blocking
+    assert metric(port, "vi_costs_consumer_lag_messages") == 0
     assert_spend_tables_sum_to_ledger(costs.pool, customers)
 
 
