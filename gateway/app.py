@@ -23,6 +23,7 @@ from gateway.routes import events, health, jobs, results, spend, uploads
 from schemas.codec import Codec
 from sinks.blobs import BlobStore
 from sinks.db import create_pool
+from telemetry.analytics import Analytics
 from vidinsight.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             relay.stop()
+            ctx.analytics.close()
             ctx.publisher.close()
             ctx.pool.close()
 
@@ -68,6 +70,7 @@ def _open_context(settings: Settings) -> GatewayContext:
         firebase=FirebaseVerifier(settings),
         lag=LagMonitor(settings, settings.gateway_lag_group, topic),
         blobs=BlobStore.from_settings(settings),
+        analytics=Analytics(settings),
     )
 
 

@@ -14,6 +14,7 @@ from fastapi import Depends, Request
 
 from sinks.blobs import BlobStore
 from sinks.db import Pool
+from telemetry.analytics import Analytics
 from topics.catalogue import JOBS_REQUESTED_TOPIC
 from vidinsight.settings import Settings
 
@@ -31,6 +32,7 @@ class GatewayContext:
     firebase: FirebaseVerifier
     lag: LagMonitor
     blobs: BlobStore
+    analytics: Analytics
 
     @property
     def jobs_topic(self) -> str:

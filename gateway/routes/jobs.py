@@ -33,6 +33,7 @@ from sinks.jobs import (
     set_status,
 )
 from sinks.stage_runs import runs_for_job
+from telemetry.analytics import JOB_SUBMITTED
 from vidinsight.errors import PermanentError, Reason
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,16 @@ def submit_job(
         with transaction(ctx.pool) as conn:
             mark_published(conn, job["job_id"])
     metrics.JOBS_SUBMITTED.inc()
+    ctx.analytics.capture(
+        JOB_SUBMITTED,
+        customer_id,
+        {
+            "job_id": job["job_id"],
+            "source": "upload" if body.upload_id else "url",
+            "has_webhook": body.webhook_url is not None,
+            "option_count": len(body.options),
+        },
+    )
     log.info("job accepted", extra={"job_id": job["job_id"], "customer_id": customer_id})
     return JobAccepted(job_id=job["job_id"])
 
