@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     # PostHog product analytics: off while the key is empty.
     posthog_api_key: str = ""
     posthog_host: str = "https://us.i.posthog.com"
+    # Webhooks (sinks/webhooks.py): HMAC-SHA256 secret (unset: no webhook is sent) and retries.
+    webhook_signing_secret: str = ""
+    webhook_max_attempts: int = 6
+    webhook_backoff_initial_seconds: float = 1.0
+    webhook_backoff_max_seconds: float = 60.0
+    webhook_timeout_seconds: float = 10.0
 
     # Cost aggregator (streams/costs). Its consumer group is its Faust app id.
     costs_app_id: str = "vi.costs.aggregator"

@@ -23,6 +23,7 @@ from gateway.context import Context, GatewayContext
 from gateway.job_access import JobId, owned_job
 from gateway.job_view import JobView, job_view
 from gateway.outbox import hit_after_insert_failpoint
+from media.fetch import parse_networks, resolve_and_validate
 from sinks.db import Connection, transaction
 from sinks.deliveries import get_upload
 from sinks.jobs import (
@@ -95,6 +96,9 @@ def submit_job(
 ) -> JobAccepted:
     """Accept a job; the same Idempotency-Key and body answer the same, another body 422."""
     _refuse_when_overloaded(ctx)
+    if body.webhook_url is not None:
+        allowed = parse_networks(ctx.settings.fetch_allowed_networks)
+        resolve_and_validate(str(body.webhook_url), allowed)  # 422 for inward addresses
     job, created = _insert(ctx, customer_id, body, idempotency_key)
     if not created:
         response.headers["Idempotent-Replayed"] = "true"

@@ -11,7 +11,7 @@ from sinks.db import Pool, transaction
 from sinks.jobs import fail_job, get_job, set_status
 from sinks.stage_runs import RunOutcome, RunStart, begin_attempts, finish_runs
 from tests.fixtures.kafka import consume_from
-from tests.gateway.conftest import Customer, RunningGateway
+from tests.gateway.conftest import Customer, GatewayFactory, RunningGateway
 
 MEDIA = {"Content-Type": "video/mp4"}
 
@@ -32,14 +32,16 @@ def submit(gateway: RunningGateway, customer: Customer, **body: object) -> str:
 
 
 def test_submitted_job_is_on_the_topic_and_marked_published(
-    gateway: RunningGateway, customer: Customer, db_pool: Pool, codec: Codec
+    gateway_factory: GatewayFactory, customer: Customer, db_pool: Pool, codec: Codec
 ) -> None:
+    # Webhook receivers must be public; this gateway lets loopback through, as a test would.
+    gateway = gateway_factory(fetch_allowed_networks="127.0.0.0/8")
     upload_id = upload(gateway, customer)
     job_id = submit(
         gateway,
         customer,
         upload_id=upload_id,
-        webhook_url="https://hooks.example.com/done",
+        webhook_url="http://127.0.0.1:9/done",
         options={"language": "en"},
     )
     topic = gateway.settings.gateway_jobs_topic
@@ -50,7 +52,7 @@ def test_submitted_job_is_on_the_topic_and_marked_published(
     assert record["customer_id"] == customer.customer_id
     assert record["source_uri"].startswith("file://")
     assert record["source_uri"].endswith(upload_id)
-    assert record["webhook_url"] == "https://hooks.example.com/done"
+    assert record["webhook_url"] == "http://127.0.0.1:9/done"
     assert record["options"] == {"language": "en"}
     with transaction(db_pool) as conn:
         row = get_job(conn, job_id)
@@ -193,8 +195,24 @@ def test_idempotency_key_replays_and_refuses_another_body(
         {"source_url": "ftp://example.com/a.mp4"},
         {"source_url": "https://example.com/a.mp4", "options": {"n": 1}},
         {"source_url": "https://example.com/a.mp4", "options": {"lang": "e\u0000n"}},
+        {"source_url": "https://example.com/a.mp4", "webhook_url": "http://127.0.0.1:8000/x"},
+        {"source_url": "https://example.com/a.mp4", "webhook_url": "http://localhost/x"},
+        {"source_url": "https://example.com/a.mp4", "webhook_url": "http://10.1.2.3/x"},
+        {"source_url": "https://example.com/a.mp4", "webhook_url": "http://169.254.169.254/x"},
+        {"source_url": "https://example.com/a.mp4", "webhook_url": "http://[fe80::1]/x"},
     ],
-    ids=["no-source", "two-sources", "not-http", "non-string-option", "nul-in-option"],
+    ids=[
+        "no-source",
+        "two-sources",
+        "not-http",
+        "non-string-option",
+        "nul-in-option",
+        "webhook-loopback",
+        "webhook-localhost",
+        "webhook-private",
+        "webhook-metadata",
+        "webhook-link-local",
+    ],
 )
 def test_invalid_submissions_are_422(
     gateway: RunningGateway, customer: Customer, body: dict[str, object]
@@ -202,4 +220,5 @@ def test_invalid_submissions_are_422(
     with gateway.client(customer) as client:
         answer = client.post("/v1/jobs", json=body)
     assert answer.status_code == 422
-    assert answer.json()["error"]["reason"] == "invalid_request"
+    expected = "source_forbidden" if "webhook_url" in body else "invalid_request"
+    assert answer.json()["error"]["reason"] == expected
