@@ -13,6 +13,7 @@ from datetime import datetime
 
 from sinks.db import Connection
 from sinks.ledger import customer_month_spend_usd_micros, record_budget_event
+from vidinsight.errors import PermanentError, Reason
 
 # A crossing is recorded under the label the budget_events table holds.
 WARN = "80pct"
@@ -61,6 +62,20 @@ def budget_status(conn: Connection, customer_id: str, now: datetime) -> BudgetSt
 def is_over_budget(conn: Connection, customer_id: str, now: datetime) -> bool:
     """Whether new work for this customer must be refused with ``budget_exceeded``."""
     return budget_status(conn, customer_id, now).over_budget
+
+
+def ensure_within_budget(conn: Connection, customer_id: str, now: datetime) -> None:
+    """Raise PermanentError(budget_exceeded) if new work for this customer must be refused.
+
+    The gateway answers it with 402; a stage dead-letters the job with the reason.
+    """
+    status = budget_status(conn, customer_id, now)
+    if status.over_budget:
+        raise PermanentError(
+            Reason.BUDGET_EXCEEDED,
+            f"customer {customer_id} spent {status.spend_usd_micros} of a monthly budget of"
+            f" {status.budget_usd_micros} micro-dollars",
+        )
 
 
 def record_new_crossings(conn: Connection, status: BudgetStatus, now: datetime) -> list[str]:
