@@ -1,0 +1,107 @@
+"""The generated talk through ingest, preprocess and transcribe as real worker processes.
+
+Two transcribe workers share the talk's chunks; then one of them is stopped and the
+same talk is submitted again, so the one-worker transcript is compared to the
+two-worker one chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from sinks.blobs import BlobStore
+from sinks.scenes import job_scenes
+from sinks.transcripts import job_chunks
+from tests.fixtures.media import GeneratedMedia, MediaPipeline
+from tests.inference.test_transcriber import wer
+from tests.media.test_scenes import match_cuts
+
+CHUNK_SECONDS = "30"
+
+
+def chunks_of(pipeline: MediaPipeline, job_id: str) -> list[dict[str, object]]:
+    with pipeline.pool.connection() as conn:
+        return job_chunks(conn, job_id)
+
+
+def test_talk_through_the_pipeline_with_two_then_one_transcribe_worker(
+    media_pipeline: MediaPipeline, generated_media: GeneratedMedia
+) -> None:
+    pipeline = media_pipeline
+    env = {"VI_CHUNK_SECONDS": CHUNK_SECONDS, "VI_CHUNK_SEARCH_SECONDS": "5"}
+    pipeline.start("ingest")
+    pipeline.start("preprocess", **env)
+    first = pipeline.start("transcribe")
+    pipeline.start("transcribe")
+    shared = f"job-{uuid.uuid4().hex[:8]}-shared"
+    pipeline.submit(shared, pipeline.upload(generated_media.video, shared), language="en")
+
+    [ready] = pipeline.read("ready", 1, timeout=180)
+    chunks = chunks_of(pipeline, shared)
+    assert ready["job_id"] == shared
+    assert ready["chunk_count"] == len(chunks) >= 6
+    text = " ".join(str(c["text"]) for c in chunks)
+    assert ready["word_count"] == len(text.split())
+    assert wer(generated_media.speech.text, text) <= 0.15
+    _assert_cuts_between_sentences(chunks, generated_media)
+    _assert_words_on_the_video_timeline(chunks, generated_media)
+    _assert_scenes(pipeline, shared, generated_media)
+    _assert_costs(pipeline, shared, len(chunks))
+
+    first.kill()  # the same talk again, all chunks on the one remaining worker
+    alone = f"job-{uuid.uuid4().hex[:8]}-alone"
+    pipeline.submit(alone, pipeline.upload(generated_media.video, alone), language="en")
+    assert len(pipeline.read("ready", 2, timeout=180)) == 2
+    readies = pipeline.read("ready", 3, timeout=8)  # a duplicate would show up here
+    assert sorted(r["job_id"] for r in readies) == sorted([shared, alone])  # one each
+    one_worker = [(c["start_seconds"], c["text"]) for c in chunks_of(pipeline, alone)]
+    two_workers = [(c["start_seconds"], c["text"]) for c in chunks]
+    assert one_worker == two_workers
+
+
+def _assert_cuts_between_sentences(chunks: list[dict[str, object]], media: GeneratedMedia) -> None:
+    for chunk in chunks[1:]:
+        cut = float(str(chunk["start_seconds"]))
+        inside = [s for s, e, _ in media.speech.sentences if s - 0.05 <= cut <= e + 0.05]
+        assert inside == [], f"chunk boundary {cut:.2f} s is inside a sentence"
+
+
+def _assert_words_on_the_video_timeline(
+    chunks: list[dict[str, object]], media: GeneratedMedia
+) -> None:
+    """The first word of each chunk is spoken in a sentence near that time of the video."""
+    for chunk in chunks:
+        segments = chunk["segments"]
+        assert isinstance(segments, list)
+        first_word = segments[0]["words"][0]
+        assert any(
+            s - 0.6 <= first_word["start"] <= e + 0.6 for s, e, _ in media.speech.sentences
+        ), first_word
+        assert first_word["start"] >= float(str(chunk["start_seconds"])) - 0.1
+
+
+def _assert_scenes(pipeline: MediaPipeline, job_id: str, media: GeneratedMedia) -> None:
+    with pipeline.pool.connection() as conn:
+        scenes = job_scenes(conn, job_id)
+    cuts = [float(s["start_seconds"]) for s in scenes[1:]]
+    precision, recall = match_cuts(cuts, media.cut_times)
+    assert (precision, recall) >= (0.9, 0.9), cuts
+    store = BlobStore.from_settings(pipeline.settings)
+    for scene in scenes:
+        for column in ("keyframe_uri", "thumbnail_uri"):
+            path: Path = store.local_file(scene[column])
+            assert path.read_bytes()[:2] == b"\xff\xd8", scene
+
+
+def _assert_costs(pipeline: MediaPipeline, job_id: str, chunk_count: int) -> None:
+    events = [e for e in pipeline.read("costs", 100, timeout=5) if e["job_id"] == job_id]
+    by_stage: dict[str, list[dict[str, object]]] = {}
+    for event in events:
+        by_stage.setdefault(str(event["stage"]), []).append(event)
+    assert len({e["event_id"] for e in events}) == len(events)  # no duplicates
+    assert len(by_stage["transcribe"]) == chunk_count
+    assert {e["unit"] for e in by_stage["preprocess"]} == {"compute_seconds", "storage_bytes"}
+    assert {e["model"] for e in by_stage["transcribe"]} == {"faster-whisper-tiny.en"}
+    assert all(e["customer_id"] == "cust-media" for e in events)
+    assert sum(int(str(e["amount_usd_micros"])) for e in events) > 0
