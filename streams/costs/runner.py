@@ -35,6 +35,7 @@ def run(settings: Settings) -> int:
         extra={"stage": "costs", "topic": input_topic(settings), "detail": settings.costs_app_id},
     )
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
+    worker.spinner = None  # a terminal spinner would break the JSON log lines (I4)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

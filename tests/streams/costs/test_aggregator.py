@@ -48,7 +48,7 @@ def _expected(events: list[dict[str, object]]) -> dict[str, int]:
 def test_each_event_sent_twice_is_counted_once(costs: CostsHarness) -> None:
     customers = [f"cus-dup-{uuid.uuid4().hex[:8]}" for _ in range(3)]
     events = _events(customers, jobs_per_customer=2, per_job=20)
-    _aggregator, port = costs.start()
+    aggregator, port = costs.start()
     costs.send(events)
     produce_to(costs.settings.kafka_bootstrap, costs.costs_topic, b"not avro", key=customers[0])
     costs.send(events)  # every event again: same ids, new Kafka messages
@@ -64,6 +64,7 @@ def test_each_event_sent_twice_is_counted_once(costs: CostsHarness) -> None:
     assert spend == sum(_expected(events).values())
     assert metric(port, "vi_costs_undecodable_total") == 1  # skipped, not blocking
     assert metric(port, "vi_costs_consumer_lag_messages") == 0
+    assert [line for line in aggregator.log_lines() if "unparsed" in line] == []  # JSON only
     assert_spend_tables_sum_to_ledger(costs.pool, customers)
 
 
@@ -72,7 +73,7 @@ def test_sigkill_mid_stream_and_restart_leaves_every_total_unchanged(costs: Cost
     events = _events(customers, jobs_per_customer=5, per_job=100)  # 2000 events
     costs.send(events)
     # Small batches committed once a second: the kill lands between records and commits.
-    small = {"VI_COSTS_BATCH_MAX_EVENTS": "20", "VI_COSTS_COMMIT_INTERVAL_SECONDS": "1"}
+    small = {"VI_COSTS_BATCH_MAX_EVENTS": "10", "VI_COSTS_COMMIT_INTERVAL_SECONDS": "1"}
     first, _ = costs.start(**small)
     costs.wait_until(lambda: costs.ledger_count(customers) >= 300, "some events recorded")
     first.kill()
