@@ -1,0 +1,51 @@
+"""Preprocess as a real worker on awkward but valid media."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from sinks.scenes import job_scenes
+from tests.fixtures.media import GeneratedMedia, MediaPipeline
+
+CASES = {
+    "no_audio.mp4": {"chunks": 0, "scenes": True},
+    "silent.mp4": {"chunks": 1, "scenes": True},
+    "portrait_51.mp4": {"chunks": 1, "scenes": True},
+    "vfr.mp4": {"chunks": 0, "scenes": True},
+    "audio_only.m4a": {"chunks": 1, "scenes": False},
+}
+
+
+def test_awkward_media_is_preprocessed(
+    media_pipeline: MediaPipeline, generated_media: GeneratedMedia
+) -> None:
+    """No audio: no chunks and an empty transcript at once; audio-only: chunks, no scenes."""
+    pipeline = media_pipeline
+    pipeline.start("ingest")
+    pipeline.start("preprocess")
+    run = uuid.uuid4().hex[:8]
+    jobs = {f"job-{run}-{name}": name for name in CASES}
+    for job_id, name in jobs.items():
+        pipeline.submit(job_id, pipeline.upload(generated_media.file(name), job_id))
+    expected_chunks = sum(case["chunks"] for case in CASES.values())
+    chunks = pipeline.read("chunks", expected_chunks, timeout=90)
+    readies = pipeline.read("ready", 2, timeout=30)
+    assert sorted(r["job_id"] for r in readies) == sorted(
+        job_id for job_id, name in jobs.items() if CASES[name]["chunks"] == 0
+    )
+    assert all(r["chunk_count"] == 0 and r["word_count"] == 0 for r in readies)
+    by_job = {c["job_id"]: c for c in chunks}
+    for job_id, name in jobs.items():
+        case = CASES[name]
+        if case["chunks"]:
+            chunk = by_job[job_id]
+            assert (chunk["chunk_index"], chunk["chunk_count"]) == (0, 1)
+            assert chunk["end_seconds"] == pytest.approx(4.0, abs=0.1)
+        with pipeline.pool.connection() as conn:
+            scenes = job_scenes(conn, job_id)
+        assert bool(scenes) is case["scenes"], (name, scenes)
+        if scenes:
+            assert scenes[0]["keyframe_uri"] and scenes[0]["thumbnail_uri"]
+    assert len(pipeline.read("chunks", expected_chunks + 1, timeout=5)) == expected_chunks
