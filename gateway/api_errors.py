@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # The HTTP status for each reason a route may raise; anything else is a 500.
 STATUS_FOR_REASON: dict[Reason, int] = {
     Reason.UNAUTHENTICATED: 401,
+    Reason.BUDGET_EXCEEDED: 402,
     Reason.NOT_FOUND: 404,
     Reason.CONFLICT: 409,
     Reason.JOB_NOT_COMPLETED: 409,
@@ -33,7 +34,6 @@ STATUS_FOR_REASON: dict[Reason, int] = {
     Reason.SOURCE_FORBIDDEN: 422,
     Reason.SOURCE_UNREACHABLE: 422,
     Reason.QUOTA_EXCEEDED: 429,
-    Reason.BUDGET_EXCEEDED: 429,
     Reason.OVERLOADED: 503,
     Reason.DATABASE_UNAVAILABLE: 503,
     Reason.BROKER_UNAVAILABLE: 503,
@@ -84,6 +84,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI descriptions of the error responses a route may give, all in the one shape."""
     described = {
         401: "Missing, malformed, expired or revoked credential",
+        402: "The customer's monthly budget is spent",
         404: "No such resource for this customer",
         409: "The resource is not in a state that allows this",
         413: "The body is larger than allowed",

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
@@ -24,6 +25,7 @@ from gateway.job_access import JobId, owned_job
 from gateway.job_view import JobView, job_view
 from gateway.outbox import hit_after_insert_failpoint
 from media.fetch import parse_networks, resolve_and_validate
+from sinks.budgets import ensure_within_budget
 from sinks.db import Connection, transaction
 from sinks.deliveries import get_upload
 from sinks.jobs import (
@@ -85,7 +87,7 @@ def request_hash(body: JobRequest) -> str:
     "",
     status_code=202,
     response_model=JobAccepted,
-    responses=responses(401, 404, 422, 429, 503),
+    responses=responses(401, 402, 404, 422, 429, 503),
 )
 def submit_job(
     body: JobRequest,
@@ -155,6 +157,8 @@ def _insert(
             if exc.reason is Reason.CONFLICT:
                 raise ApiError(Reason.IDEMPOTENCY_KEY_REUSED, exc.message) from exc
             raise
+        if created:
+            ensure_within_budget(conn, customer_id, datetime.now(UTC))  # 402 when spent
         limit = ctx.settings.gateway_max_jobs_in_flight
         if created and in_flight >= limit:
             metrics.SHED.labels("quota").inc()

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, TopicPartition
 
+from sinks.customers import set_budget
+from sinks.db import Pool, transaction
+from sinks.ledger import CostEvent, record_cost_events
 from tests.fixtures.kafka import produce_to
 from tests.gateway.conftest import Customer, GatewayFactory, make_jobs_topic
 from vidinsight.settings import Settings
@@ -72,3 +76,38 @@ def _commit(settings: Settings, group: str, topic: str, offset: int) -> None:
         consumer.commit(offsets=[TopicPartition(topic, 0, offset)], asynchronous=False)
     finally:
         consumer.close()
+
+
+def test_spent_monthly_budget_is_402(
+    gateway_factory: GatewayFactory, customer: Customer, db_pool: Pool
+) -> None:
+    gateway = gateway_factory()
+    with gateway.client(customer) as client:
+        job_id = client.post("/v1/jobs", json=BODY).json()["job_id"]
+    with transaction(db_pool) as conn:
+        set_budget(conn, customer.customer_id, 1_000_000)
+        record_cost_events(
+            conn,
+            [
+                CostEvent(
+                    event_id=f"evt_{uuid.uuid4().hex}",
+                    customer_id=customer.customer_id,
+                    job_id=job_id,
+                    stage="transcribe",
+                    provider="local",
+                    model="tiny.en",
+                    unit="second",
+                    quantity=1.0,
+                    amount_usd_micros=1_000_000,
+                    occurred_at=datetime.now(UTC),
+                )
+            ],
+        )
+    with gateway.client(customer) as client:
+        refused = client.post("/v1/jobs", json=BODY)
+    assert refused.status_code == 402
+    assert refused.json()["error"]["reason"] == "budget_exceeded"
+    with transaction(db_pool) as conn:
+        set_budget(conn, customer.customer_id, 2_000_000)
+    with gateway.client(customer) as client:
+        assert client.post("/v1/jobs", json=BODY).status_code == 202
