@@ -9,19 +9,23 @@ D. decode only: a plain confluent-kafka consumer reading N pre-produced CostEven
 A. the aggregator: ``vidinsight costs-aggregator`` (Faust over aiokafka) reading the same
    N events and recording them in the ledger and spend tables; timed from the first
    ledger row of the run to the last (polled every 20 ms);
+F. Faust's ceiling: a Faust app of the same configuration whose agent takes the same
+   batches and does nothing with them, in a subprocess; timed from its first batch to the
+   last - how much of the gap between A and D is Faust's own per-event cost;
 B. budget latency: with the aggregator idle, one event that takes a customer past its
    monthly budget is produced; timed until ``sinks.budgets.is_over_budget`` answers yes
    (polled every 10 ms), which is the question the gateway asks before accepting a job.
 
-Targets: A >= 0.25 x D, B <= 5 s. The benchmark always exits 0; each target is marked
-PASS or MISS. Its topics stay (names never repeat); its ledger and spend rows stay too
-(the customers are bench-only and unique per run).
+Targets: A >= 0.25 x D, B <= 5 s (F is reported, not targeted). The benchmark always
+exits 0; each target is marked PASS or MISS. Its topics stay (names never repeat); its
+ledger and spend rows stay too (the customers are bench-only and unique per run).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -171,6 +175,60 @@ def budget_latency(settings: Settings, codec: Codec, conn: Connection, topic: st
     return time.perf_counter() - start
 
 
+def faust_ceiling_rate(topic: str, n: int) -> float:
+    """F: run ``faust_noop`` in a subprocess (Faust's worker owns its process) and read its rate."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.costs", "--faust-noop", topic, "--events", str(n)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    for line in out.stdout.splitlines():
+        if line.startswith("faust-noop-rate "):
+            return float(line.split()[1])
+    raise RuntimeError(f"faust no-op run printed no rate: {out.stderr[-2000:]}")
+
+
+def faust_noop(settings: Settings, topic: str, n: int) -> None:
+    """The body of F: the aggregator's Faust settings, batches taken and dropped."""
+    import faust
+    from faust.streams import Stream
+
+    from streams.costs.app import broker_urls
+
+    app = faust.App(
+        f"bench.faust-noop.{uuid.uuid4().hex[:8]}",
+        broker=broker_urls(settings.kafka_bootstrap),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+    )
+    source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
+    seen = {"events": 0, "first_batch": 0, "start": 0.0}
+
+    @app.agent(source)
+    async def drop(stream: faust.StreamT[bytes]) -> None:
+        assert isinstance(stream, Stream)
+        async for events in stream.take_events(
+            settings.costs_batch_max_events, within=settings.costs_batch_max_wait_seconds
+        ):
+            if not seen["start"]:
+                seen["start"], seen["first_batch"] = time.perf_counter(), len(events)
+            seen["events"] += len(events)
+            if seen["events"] >= n:
+                rate = (n - seen["first_batch"]) / (time.perf_counter() - seen["start"])
+                print(f"faust-noop-rate {rate:.0f}", flush=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.spinner = None
+    worker.execute_from_commandline()
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
@@ -178,8 +236,12 @@ def _verdict(ok: bool) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--faust-noop", metavar="TOPIC", help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = Settings()
+    if args.faust_noop:
+        faust_noop(settings, args.faust_noop, args.events)
+        return 0
     codec = Codec(settings.registry_url)
     costs_topic = _topic(settings, "costs", "CostEvent")
     budgets_topic = _topic(settings, "budgets", "BudgetEvent")
@@ -187,6 +249,7 @@ def main() -> int:
     events = [_event(customer, f"bench-job-{i % 50}", 1 + i % 997) for i in range(args.events)]
     produce_events(settings, codec, costs_topic, events)
     decode_rate = decode_only_rate(settings, codec, costs_topic, args.events)
+    faust_rate = faust_ceiling_rate(costs_topic, args.events)
     log = Path(f"/tmp/bench-costs-{uuid.uuid4().hex[:6]}.log")
     with connect(settings) as conn:
         migrate(conn)
@@ -201,6 +264,8 @@ def main() -> int:
     print(f"events: {args.events} on {PARTITIONS} partitions (aggregator log: {log})")
     print(f"D decode only (confluent-kafka + Codec): {decode_rate:10.0f} events/s")
     print(f"A cost aggregator (Faust, ledger + spend): {rate:8.0f} events/s")
+    print(f"F Faust alone (same batches, no work):   {faust_rate:8.0f} events/s")
+    print(f"F/D = {faust_rate / decode_rate:.2f}, A/F = {rate / faust_rate:.2f}")
     print(
         f"A/D = {ratio:.2f} (target >= {RATE_RATIO_TARGET}) {_verdict(ratio >= RATE_RATIO_TARGET)}"
     )
