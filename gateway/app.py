@@ -63,10 +63,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _open_context(settings: Settings) -> GatewayContext:
     topic = jobs_topic(settings)
+    pool = create_pool(settings, name="gateway")
     return GatewayContext(
         settings=settings,
-        pool=create_pool(settings, name="gateway"),
-        publisher=Publisher(settings, Codec(settings.registry_url), topic),
+        pool=pool,
+        publisher=Publisher(settings, Codec(settings.registry_url), topic, pool),
         firebase=FirebaseVerifier(settings),
         lag=LagMonitor(settings, settings.gateway_lag_group, topic),
         blobs=BlobStore.from_settings(settings),

@@ -5,12 +5,17 @@ the process dies in between, or the broker is down, the row stays unpublished an
 relay (a thread in every gateway process) produces it later. A job is therefore
 published at least once; a duplicate is harmless because the pipeline is idempotent
 on job_id.
+
+The request path does not wait for the broker: the row is already durable, so the
+202 goes out once it is committed and the produce is queued. Acknowledged job ids are
+stamped ``published_at`` in batches by a marker thread, one UPDATE for many jobs.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import threading
 from collections.abc import Mapping
@@ -21,7 +26,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from schemas.codec import Codec
 from sinks.db import Pool, transaction
-from sinks.jobs import mark_published, unpublished
+from sinks.jobs import mark_many_published, mark_published, unpublished
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import Settings
 
@@ -30,6 +35,9 @@ log = logging.getLogger(__name__)
 # The failpoint a fault test arms (VI_FAILPOINTS) to kill the gateway between the
 # committed insert and the produce, exactly as an OOM kill would.
 AFTER_INSERT_FAILPOINT = "gateway_after_insert"
+# The marker stamps up to this many acknowledged jobs per UPDATE, waking this often.
+MARK_BATCH_MAX = 500
+MARK_WAIT_SECONDS = 0.1
 
 
 def hit_after_insert_failpoint(settings: Settings) -> None:
@@ -54,7 +62,9 @@ def job_requested(job: Mapping[str, Any]) -> dict[str, Any]:
 class Publisher:
     """An idempotent producer (acks=all) whose delivery reports a thread keeps serving."""
 
-    def __init__(self, settings: Settings, codec: Codec, topic: str) -> None:
+    def __init__(self, settings: Settings, codec: Codec, topic: str, pool: Pool) -> None:
+        self._pool = pool
+        self._acked: queue.Queue[str] = queue.Queue()
         self._codec = codec
         self._topic = topic
         self._timeout = settings.gateway_produce_timeout_seconds
@@ -72,10 +82,58 @@ class Publisher:
             target=self._serve_reports, name="producer-poll", daemon=True
         )
         self._poller.start()
+        self._marker = threading.Thread(target=self._mark_acked, name="outbox-marker", daemon=True)
+        self._marker.start()
 
     def _serve_reports(self) -> None:
         while not self._stopping.is_set():
             self._producer.poll(0.1)
+
+    def publish_later(self, job: Mapping[str, Any]) -> None:
+        """Queue the job's request for Kafka; once acknowledged, its row is marked published.
+
+        Nothing here can lose the job: whatever fails (encoding, a full queue, a broker
+        that never acknowledges), the row stays unpublished and the relay takes it.
+        """
+        job_id = str(job["job_id"])
+        try:
+            value = self._codec.encode(self._topic, "JobRequested", job_requested(job))
+        except VidinsightError as exc:
+            log.warning(
+                "job request not encoded", extra={"job_id": job_id, "reason": exc.reason.value}
+            )
+            return
+
+        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self._acked.put(job_id)
+            else:
+                log.warning(
+                    "job request not acknowledged", extra={"job_id": job_id, "detail": err.str()}
+                )
+
+        try:
+            self._producer.produce(self._topic, key=job_id, value=value, on_delivery=on_delivery)
+        except BufferError:
+            log.warning("producer queue full; the relay will publish", extra={"job_id": job_id})
+
+    def _mark_acked(self) -> None:
+        """Stamp acknowledged jobs as published, many per transaction, until closed."""
+        while not (self._stopping.is_set() and self._acked.empty()):
+            try:
+                batch = [self._acked.get(timeout=MARK_WAIT_SECONDS)]
+            except queue.Empty:
+                continue
+            while len(batch) < MARK_BATCH_MAX:
+                try:
+                    batch.append(self._acked.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                with transaction(self._pool) as conn:
+                    mark_many_published(conn, batch)
+            except Exception:  # the relay republishes them later; duplicates are harmless
+                log.exception("could not mark published", extra={"count": len(batch)})
 
     def publish(self, job: Mapping[str, Any]) -> bool:
         """Produce the job's request and wait for the ack; False if it did not land in time."""
@@ -109,10 +167,11 @@ class Publisher:
         return True
 
     def close(self) -> None:
-        """Stop serving reports and flush what is queued."""
+        """Deliver what is queued, mark it, and stop both threads."""
+        self._producer.flush(self._timeout)
         self._stopping.set()
         self._poller.join()
-        self._producer.flush(self._timeout)
+        self._marker.join()
 
 
 class Relay:

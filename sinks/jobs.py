@@ -244,3 +244,13 @@ def count_in_flight(conn: Connection, customer_id: str) -> int:
         (customer_id,),
     ).fetchone()
     return int(row["n"]) if row else 0
+
+
+def mark_many_published(conn: Connection, job_ids: list[str]) -> int:
+    """``mark_published`` for a batch of delivered jobs; returns how many were newly marked."""
+    rows = conn.execute(
+        "UPDATE jobs SET published_at = now()"
+        " WHERE job_id = ANY(%s) AND published_at IS NULL RETURNING job_id",
+        (job_ids,),
+    ).fetchall()
+    return len(rows)

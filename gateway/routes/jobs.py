@@ -32,7 +32,6 @@ from sinks.jobs import (
     count_in_flight,
     create_job,
     list_jobs,
-    mark_published,
     set_status,
 )
 from sinks.stage_runs import runs_for_job
@@ -106,9 +105,7 @@ def submit_job(
         response.headers["Idempotent-Replayed"] = "true"
         return JobAccepted(job_id=job["job_id"])
     hit_after_insert_failpoint(ctx.settings)
-    if ctx.publisher.publish(job):
-        with transaction(ctx.pool) as conn:
-            mark_published(conn, job["job_id"])
+    ctx.publisher.publish_later(job)
     metrics.JOBS_SUBMITTED.inc()
     ctx.analytics.capture(
         JOB_SUBMITTED,
