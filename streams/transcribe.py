@@ -11,6 +11,7 @@ chunk may announce the transcript again; the next stage is idempotent.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from functools import lru_cache
@@ -24,6 +25,8 @@ from streams.ingest import cost_event, with_private_topics
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
 from topics.catalogue import STAGES
 from vidinsight.settings import Settings, get_settings
+
+log = logging.getLogger("vidinsight.transcribe")
 
 
 @lru_cache(maxsize=1)
@@ -60,6 +63,19 @@ def transcribe(inbound: Inbound, ready_topic: str) -> StageResult:
         transcript = transcriber().transcribe(audio, chunk.get("language"))
     transcript = transcript.shifted(float(chunk["start_seconds"]))
     word_count = record(settings, chunk, transcript)
+    log.info(
+        "chunk transcribed",
+        extra={
+            "job_id": inbound.job_id,
+            "customer_id": inbound.customer_id,
+            "stage": "transcribe",
+            "attempt": inbound.attempt,
+            "chunk_index": chunk["chunk_index"],
+            "words": transcript.word_count,
+            "compute_seconds": round(transcript.compute_seconds, 3),
+            "last_chunk": word_count is not None,
+        },
+    )
     outputs = []
     if word_count is not None:
         ready = {

@@ -1,8 +1,8 @@
-"""The generated talk through ingest, preprocess and transcribe as real worker processes.
+"""Generated talks through ingest, preprocess and transcribe as real worker processes.
 
-Two transcribe workers share the talk's chunks; then one of them is stopped and the
-same talk is submitted again, so the one-worker transcript is compared to the
-two-worker one chunk by chunk.
+Two transcribe workers share a 20-minute talk's chunks; then one of them is stopped
+and the same talk is submitted again, so the one-worker transcript is compared to
+the two-worker one chunk by chunk.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 from sinks.blobs import BlobStore
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
-from tests.fixtures.media import GeneratedMedia, MediaPipeline
+from tests.fixtures.media import GeneratedMedia, LongMedia, MediaPipeline
 from tests.inference.test_transcriber import wer
 from tests.media.test_scenes import match_cuts
 
@@ -25,16 +25,16 @@ def chunks_of(pipeline: MediaPipeline, job_id: str) -> list[dict[str, object]]:
         return job_chunks(conn, job_id)
 
 
-def test_talk_through_the_pipeline_with_two_then_one_transcribe_worker(
+def test_talk_through_the_pipeline(
     media_pipeline: MediaPipeline, generated_media: GeneratedMedia
 ) -> None:
     pipeline = media_pipeline
     env = {"VI_CHUNK_SECONDS": CHUNK_SECONDS, "VI_CHUNK_SEARCH_SECONDS": "5"}
     pipeline.start("ingest")
     pipeline.start("preprocess", **env)
-    first = pipeline.start("transcribe")
     pipeline.start("transcribe")
-    shared = f"job-{uuid.uuid4().hex[:8]}-shared"
+    pipeline.start("transcribe")
+    shared = f"job-{uuid.uuid4().hex[:8]}-talk"
     pipeline.submit(shared, pipeline.upload(generated_media.video, shared), language="en")
 
     [ready] = pipeline.read("ready", 1, timeout=180)
@@ -49,15 +49,42 @@ def test_talk_through_the_pipeline_with_two_then_one_transcribe_worker(
     _assert_scenes(pipeline, shared, generated_media)
     _assert_costs(pipeline, shared, len(chunks))
 
-    first.kill()  # the same talk again, all chunks on the one remaining worker
-    alone = f"job-{uuid.uuid4().hex[:8]}-alone"
-    pipeline.submit(alone, pipeline.upload(generated_media.video, alone), language="en")
-    assert len(pipeline.read("ready", 2, timeout=180)) == 2
-    readies = pipeline.read("ready", 3, timeout=8)  # a duplicate would show up here
-    assert sorted(r["job_id"] for r in readies) == sorted([shared, alone])  # one each
+    assert len(pipeline.read("ready", 2, timeout=8)) == 1  # exactly one TranscriptReady
+
+
+def test_twenty_minutes_shared_by_two_workers_equals_one_worker(
+    media_pipeline: MediaPipeline, long_media: LongMedia
+) -> None:
+    pipeline = media_pipeline
+    pipeline.start("ingest")
+    pipeline.start("preprocess")  # default chunks of about 60 s
+    first = pipeline.start("transcribe")
+    pipeline.start("transcribe")
+    run = uuid.uuid4().hex[:8]
+    shared, alone = f"job-{run}-two-workers", f"job-{run}-one-worker"
+    pipeline.submit(shared, pipeline.upload(long_media.video, shared), language="en")
+    [ready] = pipeline.read("ready", 1, timeout=300)
+    two_workers = [(c["start_seconds"], c["text"]) for c in chunks_of(pipeline, shared)]
+    assert ready["chunk_count"] == len(two_workers) >= 18
+    text = " ".join(str(t) for _, t in two_workers)
+    assert wer(long_media.speech.text, text) <= 0.15
+    assert _run_keys_by_worker(pipeline, shared) == 2  # both workers took chunks
+
+    first.kill()
+    pipeline.submit(alone, pipeline.upload(long_media.video, alone), language="en")
+    assert len(pipeline.read("ready", 2, timeout=300)) == 2
     one_worker = [(c["start_seconds"], c["text"]) for c in chunks_of(pipeline, alone)]
-    two_workers = [(c["start_seconds"], c["text"]) for c in chunks]
     assert one_worker == two_workers
+    assert len(pipeline.read("ready", 3, timeout=8)) == 2
+
+
+def _run_keys_by_worker(pipeline: MediaPipeline, job_id: str) -> int:
+    """How many transcribe worker processes logged a finished chunk of ``job_id``."""
+    return sum(
+        1
+        for worker in pipeline.workers
+        if worker.name.startswith("transcribe") and job_id in worker.log_path.read_text()
+    )
 
 
 def _assert_cuts_between_sentences(chunks: list[dict[str, object]], media: GeneratedMedia) -> None:
