@@ -107,6 +107,15 @@ def start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.
     raise SystemExit(f"server {args} did not start")
 
 
+async def submit(client: httpx.AsyncClient) -> int:
+    """One submission's HTTP status; 0 when the connection failed (counted, not accepted)."""
+    try:
+        answer = await client.post("/v1/jobs", json=BODY, timeout=30)
+    except httpx.HTTPError:
+        return 0
+    return answer.status_code
+
+
 async def burst(url: str, headers: dict[str, str], n: int, concurrency: int) -> Run:
     """N submissions with ``concurrency`` in flight, each sent when a slot frees up."""
     run = Run()
@@ -117,9 +126,9 @@ async def burst(url: str, headers: dict[str, str], n: int, concurrency: int) -> 
         async def worker() -> None:
             for _ in todo:
                 started = time.perf_counter()
-                answer = await client.post("/v1/jobs", json=BODY, timeout=30)
+                status = await submit(client)
                 run.latencies.append(time.perf_counter() - started)
-                run.statuses[answer.status_code] = run.statuses.get(answer.status_code, 0) + 1
+                run.statuses[status] = run.statuses.get(status, 0) + 1
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -136,9 +145,9 @@ async def paced(url: str, headers: dict[str, str], rate: float, seconds: float) 
 
         async def one(scheduled: float) -> None:
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            answer = await client.post("/v1/jobs", json=BODY, timeout=30)
+            status = await submit(client)
             run.latencies.append(time.perf_counter() - scheduled)
-            run.statuses[answer.status_code] = run.statuses.get(answer.status_code, 0) + 1
+            run.statuses[status] = run.statuses.get(status, 0) + 1
 
         began = time.perf_counter()
         await asyncio.gather(*(one(began + i / rate) for i in range(total)))
