@@ -7,8 +7,10 @@ the record customers are billed from.
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 from confluent_kafka import Consumer
 
@@ -17,6 +19,7 @@ from sinks.customers import create_customer
 from tests.fixtures.kafka import produce_to
 from tests.streams.costs.harness import (
     CostsHarness,
+    PausableRelay,
     assert_spend_tables_sum_to_ledger,
     cost_event,
     metric,
@@ -161,3 +164,33 @@ def _budget_events(costs: CostsHarness, customer: str) -> list[tuple[str, int, i
     finally:
         consumer.close()
     return found
+
+
+def test_postgres_unreachable_mid_stream_loses_and_doubles_nothing(costs: CostsHarness) -> None:
+    database = urlsplit(costs.settings.database_url)
+    relay = PausableRelay(database.hostname or "127.0.0.1", database.port or 5432)
+    url = database._replace(
+        netloc=f"{database.username}:{database.password}@127.0.0.1:{relay.port}"
+    )
+    customers = [f"cus-pgdown-{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    events = _events(customers, jobs_per_customer=2, per_job=50)
+    try:
+        costs.start(VI_DATABASE_URL=urlunsplit(url), VI_DB_POOL_TIMEOUT_SECONDS="1")
+        costs.send(events[:100])
+        costs.wait_until(lambda: costs.ledger_count(customers) == 100, "first half recorded")
+        relay.cut()
+        costs.send(events[100:] + events[:50])  # the second half, and some repeats
+        time.sleep(4)  # batches fail and are retried meanwhile
+        assert costs.ledger_count(customers) == 100
+        relay.restore()
+        costs.wait_until(lambda: costs.ledger_count(customers) == len(events), "all recorded")
+    finally:
+        relay.cut()
+    assert costs.ledger(customers) == _expected(events)
+    assert_spend_tables_sum_to_ledger(costs.pool, customers)
+    retried = [
+        line
+        for line in costs.workers[0].log_lines()
+        if line.get("msg", "").startswith("batch not recorded, retrying")
+    ]
+    assert retried and all(line["reason"] == "database_unavailable" for line in retried)
