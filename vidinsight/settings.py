@@ -144,7 +144,6 @@ class Settings(BaseSettings):
     # Pricing file (per provider, model and unit); empty: inference/pricing.toml.
     pricing_file: str = ""
 
-
     # Media: ingest limits, the fetcher and the blob store (media/, sinks/blobs.py).
     # Empty: file:// under state_dir/blobs; s3://bucket/prefix needs s3fs (fsspec).
     blob_root_uri: str = ""
@@ -177,6 +176,7 @@ class Settings(BaseSettings):
     stt_price_usd_micros_per_audio_minute: int = 6000
     compute_price_usd_micros_per_second: int = 14
     storage_price_usd_micros_per_gigabyte: int = 23000
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
