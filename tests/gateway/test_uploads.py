@@ -73,3 +73,42 @@ def test_upload_needs_a_media_type_and_a_body(gateway: RunningGateway, customer:
     assert empty.status_code == 422
     assert empty.json()["error"]["reason"] == "empty_media"
     assert anonymous.status_code == 401
+
+
+def test_multipart_file_field_is_stored(
+    gateway: RunningGateway, customer: Customer, db_pool: Pool
+) -> None:
+    body = os.urandom(1024 * 1024 + 5)
+    with gateway.client(customer) as client:
+        answer = client.post(
+            "/v1/uploads",
+            data={"title": "ignored"},
+            files={"file": ("talk.mp4", body, "video/mp4")},
+        )
+        missing = client.post("/v1/uploads", files={"other": ("x.mp4", b"abc", "video/mp4")})
+        garbled = client.post(
+            "/v1/uploads",
+            content=b"--nope\r\nnot multipart at all",
+            headers={"Content-Type": "multipart/form-data; boundary=b0undary"},
+        )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["bytes"] == len(body)
+    assert answer.json()["sha256"] == hashlib.sha256(body).hexdigest()
+    with transaction(db_pool) as conn:
+        upload = get_upload(conn, answer.json()["upload_id"], customer.customer_id)
+    assert upload is not None
+    assert Path(urlparse(upload["blob_uri"]).path).read_bytes() == body
+    for refused in (missing, garbled):
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["reason"] == "invalid_request"
+
+
+def test_multipart_file_over_the_cap_is_413(
+    gateway_factory: GatewayFactory, customer: Customer
+) -> None:
+    gateway = gateway_factory(gateway_max_upload_bytes=1024 * 1024)
+    with gateway.client(customer) as client:
+        answer = client.post(
+            "/v1/uploads", files={"file": ("big.mp4", os.urandom(1024 * 1024 + 1), "video/mp4")}
+        )
+    assert answer.status_code == 413
