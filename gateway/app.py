@@ -24,6 +24,7 @@ from schemas.codec import Codec
 from sinks.blobs import BlobStore
 from sinks.db import create_pool
 from telemetry.analytics import Analytics
+from topics.admin import admin_client
 from vidinsight.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -64,12 +65,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _open_context(settings: Settings) -> GatewayContext:
     topic = jobs_topic(settings)
     pool = create_pool(settings, name="gateway")
+    admin = admin_client(settings.kafka_bootstrap)
     return GatewayContext(
         settings=settings,
         pool=pool,
         publisher=Publisher(settings, Codec(settings.registry_url), topic, pool),
         firebase=FirebaseVerifier(settings),
-        lag=LagMonitor(settings, settings.gateway_lag_group, topic),
+        lag=LagMonitor(settings, admin, settings.gateway_lag_group, topic),
+        admin=admin,
         blobs=BlobStore.from_settings(settings),
         analytics=Analytics(settings),
     )

@@ -16,7 +16,6 @@ import time
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from topics.admin import admin_client
 from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,8 +26,8 @@ OFFSET_INVALID = -1001
 class LagMonitor:
     """The consumer lag of one group on one topic, cached."""
 
-    def __init__(self, settings: Settings, group: str, topic: str) -> None:
-        self._admin: AdminClient = admin_client(settings.kafka_bootstrap)
+    def __init__(self, settings: Settings, admin: AdminClient, group: str, topic: str) -> None:
+        self._admin = admin
         self._group = group
         self._topic = topic
         self._ttl = settings.gateway_lag_cache_seconds

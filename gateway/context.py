@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
+from confluent_kafka.admin import AdminClient
 from fastapi import Depends, Request
 
 from sinks.blobs import BlobStore
@@ -32,6 +33,7 @@ class GatewayContext:
     firebase: FirebaseVerifier
     lag: LagMonitor
     blobs: BlobStore
+    admin: AdminClient
     analytics: Analytics
 
     @property

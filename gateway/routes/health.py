@@ -10,7 +10,6 @@ from pydantic import BaseModel
 from gateway.api_errors import ApiError, responses
 from gateway.context import Context, GatewayContext
 from sinks.db import transaction
-from topics.admin import admin_client
 from vidinsight.errors import Reason
 
 router = APIRouter(tags=["operations"])
@@ -63,7 +62,7 @@ def _check_postgres(ctx: GatewayContext) -> str:
 
 def _check_kafka(ctx: GatewayContext) -> str:
     try:
-        admin_client(ctx.settings.kafka_bootstrap).list_topics(timeout=PROBE_TIMEOUT_SECONDS)
+        ctx.admin.list_topics(timeout=PROBE_TIMEOUT_SECONDS)
     except Exception as exc:
         return f"unreachable ({type(exc).__name__})"
     return "ok"
