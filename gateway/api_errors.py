@@ -38,6 +38,7 @@ STATUS_FOR_REASON: dict[Reason, int] = {
     Reason.DATABASE_UNAVAILABLE: 503,
     Reason.BROKER_UNAVAILABLE: 503,
     Reason.REGISTRY_UNAVAILABLE: 503,
+    Reason.PROVIDER_UNAVAILABLE: 503,
 }
 # How long a client should wait before retrying after an outage of a dependency.
 DEPENDENCY_RETRY_AFTER_SECONDS = 5

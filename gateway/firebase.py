@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jwt
 
+from vidinsight.errors import Reason, TransientError
 from vidinsight.settings import Settings
 
 ISSUER_PREFIX = "https://securetoken.google.com/"
@@ -46,6 +47,11 @@ class FirebaseVerifier:
                 leeway=self._leeway,
                 options={"require": ["exp", "iat", "aud", "iss", "sub"]},
             )
+        except jwt.PyJWKClientConnectionError as exc:
+            # Google's key server is down: say so (503), not "your token is bad" (401).
+            raise TransientError(
+                Reason.PROVIDER_UNAVAILABLE, "cannot fetch the Firebase signing keys"
+            ) from exc
         except jwt.PyJWKClientError as exc:
             raise InvalidToken(f"signing key not found: {exc}") from exc
         except jwt.InvalidTokenError as exc:

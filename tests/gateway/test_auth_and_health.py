@@ -129,3 +129,17 @@ def test_unknown_route_uses_the_error_shape(gateway: RunningGateway) -> None:
         answer = client.get("/v1/nothing-here")
     assert answer.status_code == 404
     assert answer.json()["error"]["reason"] == "not_found"
+
+
+def test_firebase_key_server_down_is_503_not_401(
+    gateway_factory: GatewayFactory, customer: Customer, firebase_keys: FirebaseKeys
+) -> None:
+    gateway = gateway_factory(firebase_jwks_url=f"http://127.0.0.1:{free_port()}/jwks")
+    token = firebase_keys.token(customer.firebase_uid)
+    with gateway.client() as client:
+        answer = client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+        with_key = client.get("/v1/jobs", headers=customer.headers)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["reason"] == "provider_unavailable"
+    assert "retry-after" in answer.headers
+    assert with_key.status_code == 200  # API keys do not depend on Google
