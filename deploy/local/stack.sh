@@ -575,9 +575,9 @@ cmd_status() {
                 state="unhealthy"
                 bad=1
             fi
-            printf '%-14s %-10s pid %s\n' "$svc" "$state" "$pid"
+            printf '%-18s %-10s pid %s\n' "$svc" "$state" "$pid"
         else
-            printf '%-14s %-10s\n' "$svc" "stopped"
+            printf '%-18s %-10s\n' "$svc" "stopped"
             bad=1
         fi
     done

@@ -40,3 +40,14 @@ for platform_stage in "${PLATFORM_STAGES[@]}"; do
     platform_index=$((platform_index + 1))
 done
 unset platform_stage platform_index
+
+# The cost aggregator (Faust): vi.costs into the ledger and spend tables.
+if [ -f "$REPO_ROOT/streams/costs/__init__.py" ]; then
+    add_service costs
+    costs_port=$((VI_METRICS_PORT_BASE + ${#PLATFORM_STAGES[@]}))
+    eval "start_costs() { VI_METRICS_PORT=$costs_port spawn costs \"\$REPO_ROOT\" \"\$VI_BIN\" costs-aggregator; }"
+    eval "health_costs() { port_in_use $costs_port; }"
+    start_timeout_costs() { echo 60; }
+    install_costs() { prepare_platform; }
+    unset costs_port
+fi
