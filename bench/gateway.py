@@ -9,6 +9,8 @@ bare     ``POST /v1/jobs`` on a FastAPI app whose route returns a constant (the 
 gateway  ``POST /v1/jobs`` on the real gateway: API-key lookup, quota, the outbox insert,
          the idempotent produce to Kafka with its ack, mark published.
 
+Submissions come from ``--customers`` customers in turn (a burst at the door comes from
+many tenants; one customer's submissions serialise on its quota check by design).
 Two measurements for each: a burst (N requests, C in flight, as fast as they are
 answered) gives accepted submissions per second and p50/p99 latency; then the gateway
 alone is paced at half the bare burst rate (open loop, each latency counted from the
@@ -107,26 +109,27 @@ def start_server(args: list[str], env: dict[str, str], port: int) -> subprocess.
     raise SystemExit(f"server {args} did not start")
 
 
-async def submit(client: httpx.AsyncClient) -> int:
+async def submit(client: httpx.AsyncClient, api_key: str) -> int:
     """One submission's HTTP status; 0 when the connection failed (counted, not accepted)."""
+    headers = {"Authorization": f"Bearer {api_key}"}
     try:
-        answer = await client.post("/v1/jobs", json=BODY, timeout=30)
+        answer = await client.post("/v1/jobs", json=BODY, headers=headers, timeout=30)
     except httpx.HTTPError:
         return 0
     return answer.status_code
 
 
-async def burst(url: str, headers: dict[str, str], n: int, concurrency: int) -> Run:
+async def burst(url: str, keys: list[str], n: int, concurrency: int) -> Run:
     """N submissions with ``concurrency`` in flight, each sent when a slot frees up."""
     run = Run()
     todo = iter(range(n))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
 
         async def worker() -> None:
-            for _ in todo:
+            for i in todo:
                 started = time.perf_counter()
-                status = await submit(client)
+                status = await submit(client, keys[i % len(keys)])
                 run.latencies.append(time.perf_counter() - started)
                 run.statuses[status] = run.statuses.get(status, 0) + 1
 
@@ -136,21 +139,21 @@ async def burst(url: str, headers: dict[str, str], n: int, concurrency: int) -> 
     return run
 
 
-async def paced(url: str, headers: dict[str, str], rate: float, seconds: float) -> Run:
+async def paced(url: str, keys: list[str], rate: float, seconds: float) -> Run:
     """Submissions at a steady ``rate`` (open loop); latency from each scheduled start."""
     run = Run()
     total = max(1, int(rate * seconds))
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, limits=limits) as client:
 
-        async def one(scheduled: float) -> None:
+        async def one(scheduled: float, api_key: str) -> None:
             await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
-            status = await submit(client)
+            status = await submit(client, api_key)
             run.latencies.append(time.perf_counter() - scheduled)
             run.statuses[status] = run.statuses.get(status, 0) + 1
 
         began = time.perf_counter()
-        await asyncio.gather(*(one(began + i / rate) for i in range(total)))
+        await asyncio.gather(*(one(began + i / rate, keys[i % len(keys)]) for i in range(total)))
         run.seconds = time.perf_counter() - began
     return run
 
@@ -189,13 +192,17 @@ def main() -> int:
     parser.add_argument("-n", type=int, default=2000, help="requests per burst")
     parser.add_argument("-c", "--concurrency", type=int, default=32)
     parser.add_argument("--paced-seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--customers", type=int, default=64, help="submitting customers, round robin"
+    )
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_bare:
         uvicorn.run(bare_app(), host="127.0.0.1", port=args.serve_bare, log_level="warning")
         return 0
     settings = get_settings()
-    customer_id, api_key = _bench_customer(settings)
+    customers = _bench_customers(settings, args.customers)
+    keys = [api_key for _, api_key in customers]
     topic = f"bench.{uuid.uuid4().hex[:12]}.jobs.requested"
     ensure_topics(
         settings.kafka_bootstrap,
@@ -212,32 +219,32 @@ def main() -> int:
         start_server(["-m", "bench.gateway", "--serve-bare", str(bare_port)], {}, bare_port),
         start_server(["-m", "cli.main", "gateway", "--port", str(gateway_port)], env, gateway_port),
     ]
-    headers = {"Authorization": f"Bearer {api_key}"}
     try:
         bare_url, gateway_url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{gateway_port}"
-        asyncio.run(burst(bare_url, headers, 200, args.concurrency))  # warm-up
-        asyncio.run(burst(gateway_url, headers, 200, args.concurrency))
-        bare = asyncio.run(burst(bare_url, headers, args.n, args.concurrency))
-        gateway = asyncio.run(burst(gateway_url, headers, args.n, args.concurrency))
+        asyncio.run(burst(bare_url, keys, 200, args.concurrency))  # warm-up
+        asyncio.run(burst(gateway_url, keys, 200, args.concurrency))
+        bare = asyncio.run(burst(bare_url, keys, args.n, args.concurrency))
+        gateway = asyncio.run(burst(gateway_url, keys, args.n, args.concurrency))
         rate = bare.per_second / 2
-        steady = asyncio.run(paced(gateway_url, headers, rate, args.paced_seconds))
+        steady = asyncio.run(paced(gateway_url, keys, rate, args.paced_seconds))
         report(bare, gateway, steady, rate, args.n, args.concurrency)
     finally:
         for server in servers:
             server.terminate()
             server.wait(30)
-        _cleanup(settings, customer_id)
+        _cleanup(settings, [customer_id for customer_id, _ in customers])
     return 0
 
 
-def _bench_customer(settings: Settings) -> tuple[str, str]:
+def _bench_customers(settings: Settings, count: int) -> list[tuple[str, str]]:
+    """``count`` customers: (customer_id, api_key) each."""
     with connect(settings) as conn, conn.transaction():
-        return create_customer(conn, f"bench-{uuid.uuid4().hex[:8]}")
+        return [create_customer(conn, f"bench-{uuid.uuid4().hex[:8]}") for _ in range(count)]
 
 
-def _cleanup(settings: Settings, customer_id: str) -> None:
+def _cleanup(settings: Settings, customer_ids: list[str]) -> None:
     with connect(settings) as conn, conn.transaction():
-        conn.execute("DELETE FROM jobs WHERE customer_id = %s", (customer_id,))
+        conn.execute("DELETE FROM jobs WHERE customer_id = ANY(%s)", (customer_ids,))
 
 
 if __name__ == "__main__":
