@@ -93,7 +93,6 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     # Largest upload accepted; a bigger body is cut off and answered with 413.
     gateway_max_upload_bytes: int = 10 * 1024**3
-    gateway_upload_chunk_bytes: int = 1024 * 1024
     # The topic job requests are produced to; empty means the catalogue's vi.jobs.requested.
     gateway_jobs_topic: str = ""
     # How long a submission waits for Kafka's ack before answering 202 anyway (the relay
