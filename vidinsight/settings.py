@@ -95,8 +95,8 @@ class Settings(BaseSettings):
     gateway_max_upload_bytes: int = 10 * 1024**3
     # The topic job requests are produced to; empty means the catalogue's vi.jobs.requested.
     gateway_jobs_topic: str = ""
-    # How long a submission waits for Kafka's ack before answering 202 anyway (the relay
-    # publishes the row later).
+    # How long the outbox relay (and shutdown) waits for Kafka to acknowledge job requests;
+    # submissions never wait for it (the committed row is the promise).
     gateway_produce_timeout_seconds: float = 5.0
     # The outbox relay: how often it looks, and how old an unpublished row must be before
     # it takes it over (younger rows are still being published by their request).
