@@ -28,7 +28,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key (vi_...) or a Fire
 
 
 def _unauthenticated(why: str) -> ApiError:
-    log.info("authentication refused", extra={"why": why})
+    log.info("authentication refused", extra={"detail": why})
     return ApiError(
         Reason.UNAUTHENTICATED,
         "a valid API key or Firebase ID token is required",

@@ -133,7 +133,7 @@ class Publisher:
                 with transaction(self._pool) as conn:
                     mark_many_published(conn, batch)
             except Exception:  # the relay republishes them later; duplicates are harmless
-                log.exception("could not mark published", extra={"count": len(batch)})
+                log.exception("could not mark published", extra={"detail": f"{len(batch)} jobs"})
 
     def publish(self, job: Mapping[str, Any]) -> bool:
         """Produce the job's request and wait for the ack; False if it did not land in time."""

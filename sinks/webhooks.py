@@ -119,7 +119,7 @@ def deliver(
             return True
         log.info(
             "webhook attempt failed",
-            extra={"job_id": job_id, "attempt": attempt, "status": status, "detail": error},
+            extra={"job_id": job_id, "attempt": attempt, "detail": error},
         )
         if not retry or attempt == policy.max_attempts:
             return False
