@@ -7,11 +7,13 @@ request reaches Kafka. A restarted gateway's outbox relay then publishes the row
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,17 +26,19 @@ from tests.gateway.conftest import Customer, free_port, make_jobs_topic
 from vidinsight.settings import REPO_ROOT, Settings
 
 
-def start(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "gateway", "--port", str(port)],
-        cwd=REPO_ROOT,
-        env={**os.environ, **env},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    """The real ``vidinsight gateway``, its JSON log lines appended to ``log``."""
+    with log.open("ab") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli.main", "gateway", "--port", str(port)],
+            cwd=REPO_ROOT,
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        assert process.poll() is None, process.stderr.read() if process.stderr else b""
+        assert process.poll() is None, log.read_text()[-2000:]
         try:
             if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 return process
@@ -60,11 +64,13 @@ def test_job_committed_before_a_crash_is_published_by_the_relay(
     db_pool: Pool,
     codec: Codec,
     processes: list[subprocess.Popen[bytes]],
+    tmp_path: Path,
 ) -> None:
+    log = tmp_path / "gateway.log"
     topic = make_jobs_topic(settings)
     port = free_port()
     env = {"VI_GATEWAY_JOBS_TOPIC": topic, "VI_GATEWAY_RELAY_INTERVAL_SECONDS": "0"}
-    doomed = start({**env, "VI_FAILPOINTS": "gateway_after_insert"}, port)
+    doomed = start({**env, "VI_FAILPOINTS": "gateway_after_insert"}, port, log)
     processes.append(doomed)
     with pytest.raises(httpx.HTTPError):
         httpx.post(
@@ -88,7 +94,7 @@ def test_job_committed_before_a_crash_is_published_by_the_relay(
         "VI_GATEWAY_RELAY_INTERVAL_SECONDS": "0.2",
         "VI_GATEWAY_RELAY_MIN_AGE_SECONDS": "0",
     }
-    processes.append(start(relay_env, port))
+    processes.append(start(relay_env, port, log))
     deadline = time.monotonic() + 30
     published_at = None
     while published_at is None and time.monotonic() < deadline:
@@ -109,3 +115,7 @@ def test_job_committed_before_a_crash_is_published_by_the_relay(
     assert record["source_uri"] == "https://example.com/crash.mp4"
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=customer.headers) as client:
         assert client.get(f"/v1/jobs/{job_id}").json()["status"] == "queued"
+    lines = log.read_text().splitlines()
+    records = [json.loads(line) for line in lines]  # every line is JSON
+    assert any(r.get("job_id") == job_id and "relay" in r["msg"] for r in records)
+    assert customer.api_key not in log.read_text()  # no secret in the logs
