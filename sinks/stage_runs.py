@@ -151,3 +151,18 @@ def runs_for_job(conn: psycopg.Connection[DictRow], job_id: str) -> list[dict[st
         " finished_at FROM stage_runs WHERE job_id = %s ORDER BY started_at NULLS LAST",
         (job_id,),
     ).fetchall()
+
+
+def runs_for_jobs(
+    conn: psycopg.Connection[DictRow], job_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """``runs_for_job`` for a page of jobs in one query, by job_id (jobs without runs absent)."""
+    rows = conn.execute(
+        "SELECT job_id, stage, run_key, status, attempts, reason, error_message, started_at,"
+        " finished_at FROM stage_runs WHERE job_id = ANY(%s) ORDER BY started_at NULLS LAST",
+        (list(job_ids),),
+    ).fetchall()
+    by_job: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_job.setdefault(row["job_id"], []).append(row)
+    return by_job

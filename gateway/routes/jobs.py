@@ -34,7 +34,7 @@ from sinks.jobs import (
     list_jobs,
     set_status,
 )
-from sinks.stage_runs import runs_for_job
+from sinks.stage_runs import runs_for_job, runs_for_jobs
 from telemetry.analytics import JOB_SUBMITTED
 from vidinsight.errors import PermanentError, Reason
 
@@ -188,7 +188,8 @@ def list_my_jobs(
     """The caller's jobs, newest first; pass ``next_cursor`` back as ``cursor`` for more."""
     with transaction(ctx.pool) as conn:
         jobs, next_cursor = list_jobs(conn, customer_id, status=status, cursor=cursor, limit=limit)
-        views = [job_view(job, runs_for_job(conn, job["job_id"])) for job in jobs]
+        runs = runs_for_jobs(conn, [job["job_id"] for job in jobs])
+        views = [job_view(job, runs.get(job["job_id"], [])) for job in jobs]
     return JobPage(jobs=views, next_cursor=next_cursor)
 
 

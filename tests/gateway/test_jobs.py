@@ -91,6 +91,8 @@ def test_job_status_shows_stages_progress_and_error(
         begin_attempts(conn, "preprocess", [RunStart(job_id, job_id, None, "t", 0, 2)])
     with gateway.client(customer) as client:
         running = client.get(f"/v1/jobs/{job_id}").json()
+        listed = client.get("/v1/jobs").json()["jobs"]
+    assert [job for job in listed if job["job_id"] == job_id] == [running]
     assert running["status"] == "running"
     assert running["stages"]["ingest"]["status"] == "succeeded"
     assert running["stages"]["ingest"]["attempts"] == 2
