@@ -70,15 +70,14 @@ class LitellmTranscriber:
                     language=language,
                     response_format="verbose_json",
                     timestamp_granularities=["segment", "word"],
+                    max_retries=0,  # the stage runtime retries transient faults with backoff
                     **extra,
                 )
-        except (litellm.RateLimitError, litellm.Timeout) as exc:
-            raise TransientError(Reason.PROVIDER_RATE_LIMITED, str(exc)) from exc
-        except (litellm.APIConnectionError, litellm.InternalServerError,
-                litellm.ServiceUnavailableError) as exc:  # fmt: skip
-            raise TransientError(Reason.PROVIDER_UNAVAILABLE, str(exc)) from exc
-        except litellm.BadRequestError as exc:
-            raise PermanentError(Reason.INVALID_REQUEST, str(exc)) from exc
+        except Exception as exc:
+            translated = translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         seconds = wav_seconds(audio)
         return Transcript(
             language=_field(response, "language") or language or "en",
@@ -89,6 +88,26 @@ class LitellmTranscriber:
             compute_seconds=time.monotonic() - began,
             usage={"audio_seconds": seconds},
         )
+
+
+def translate(exc: Exception) -> Exception:
+    """A provider error as the runtime's class: rate limits, timeouts, 5xx and network
+    faults are transient; any other refusal is permanent; anything else passes through.
+
+    litellm raises its own exceptions for some providers and the OpenAI SDK's for
+    others; its own subclass the SDK's, so the SDK's classes cover both.
+    """
+    import openai
+
+    if isinstance(exc, openai.RateLimitError):
+        return TransientError(Reason.PROVIDER_RATE_LIMITED, str(exc))
+    if isinstance(exc, openai.APIConnectionError):  # includes timeouts
+        return TransientError(Reason.PROVIDER_UNAVAILABLE, str(exc))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return TransientError(Reason.PROVIDER_UNAVAILABLE, str(exc))
+        return PermanentError(Reason.INVALID_REQUEST, str(exc))
+    return exc
 
 
 def _field(response: Any, name: str) -> Any:
