@@ -191,7 +191,8 @@ def main() -> None:
         )
         base_time, base_text = timed(lambda: default_whisper_text(wav))
         ours_wer, base_wer = wer(talk.text, transcript.text), wer(talk.text, base_text)
-        print(f"T  speech-to-text ({transcript.model}, beam {settings.whisper_beam_size}): "
+        print(f"T  speech-to-text ({transcript.model}, beam {settings.whisper_beam_size}, batch "
+              f"{settings.whisper_batch_size}): "
               f"{SECONDS / stt_time:.0f}x real time [{verdict(SECONDS / stt_time >= 40)} >= 40x],"
               f" WER {ours_wer:.1%} [{verdict(ours_wer <= 0.10)} <= 10%]; faster-whisper "
               f"defaults {SECONDS / base_time:.0f}x real time, WER {base_wer:.1%}")  # fmt: skip

@@ -170,11 +170,11 @@ class Settings(BaseSettings):
     whisper_compute_type: str = "int8"
     whisper_cpu_threads: int = 2
     whisper_beam_size: int = 1
+    # Segments transcribed together by faster-whisper's batched pipeline (with its VAD);
+    # 0: the plain sequential pipeline.
+    whisper_batch_size: int = 8
+    # litellm model string of the managed transcriber; prices live in inference/pricing.toml.
     stt_model: str = "whisper-1"
-    # Price of managed speech-to-text per audio minute, and of local compute per second.
-    stt_price_usd_micros_per_audio_minute: int = 6000
-    compute_price_usd_micros_per_second: int = 14
-    storage_price_usd_micros_per_gigabyte: int = 23000
 
 
 @lru_cache(maxsize=1)
