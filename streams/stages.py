@@ -15,6 +15,7 @@ STAGE_REFS: dict[str, str] = {
     "ingest": "streams.ingest:STAGE",
     "preprocess": "streams.preprocess:STAGE",
     "transcribe": "streams.transcribe:STAGE",
+    "notify": "streams.notify:STAGE",
 }
 
 

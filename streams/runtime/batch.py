@@ -153,6 +153,8 @@ class BatchProcessor:
         except Exception as exc:
             item.failure = self._failure(exc, attempts=1)
             return item
+        if self.stage.run_key is not None:
+            item.run_key = self.stage.run_key(value)
         item.inbound = Inbound(
             key=item.run_key,
             value=value,

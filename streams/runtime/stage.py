@@ -80,6 +80,9 @@ class Stage:
     # status failed, with the reason), so notify and upstream systems hear of every end.
     # None for a stage that reads that topic itself (notify).
     failure_topic: str | None = JOBS_COMPLETED_TOPIC
+    # The stage-run key of a decoded message, when the message key alone does not name
+    # one unit of work (notify: a job's "failed" and, after a replay, its "completed").
+    run_key: Callable[[Mapping[str, Any]], str] | None = None
 
     @property
     def consumer_group(self) -> str:
