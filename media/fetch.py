@@ -22,7 +22,7 @@ from urllib.parse import urljoin, urlparse
 
 import httpx
 
-from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.errors import PermanentError, Reason
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -103,13 +103,14 @@ def fetch(
                     Reason.SOURCE_UNREACHABLE, f"{url} timed out after {timeout_seconds:.0f} s"
                 ) from exc
             except httpx.TransportError as exc:
-                raise TransientError(Reason.SOURCE_UNREACHABLE, f"{url}: {exc}") from exc
+                raise PermanentError(Reason.SOURCE_UNREACHABLE, f"{url}: {exc}") from exc
     raise PermanentError(Reason.SOURCE_UNREACHABLE, f"more than {max_redirects} redirects")
 
 
 def _check_status(url: str, status: int) -> None:
-    if status >= 500 or status == 429:
-        raise TransientError(Reason.SOURCE_UNREACHABLE, f"{url} answered HTTP {status}")
+    """Any error answer is permanent: the source is the customer's server, not our
+    infrastructure, and retrying it forever would block the partition behind it (the
+    dead letter can be replayed once the customer's server is back)."""
     if status >= 400:
         raise PermanentError(Reason.SOURCE_UNREACHABLE, f"{url} answered HTTP {status}")
 
