@@ -20,10 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
 from schemas.codec import Codec
 from sinks.db import Pool
+from streams.runtime.clients import make_producer
 from tests.fixtures.workers import WorkerProcess
 from vidinsight.settings import REPO_ROOT, Settings
 
@@ -95,10 +94,9 @@ class CostsHarness:
         return worker, port
 
     def send(self, events: Iterable[dict[str, Any]]) -> None:
-        """Produce CostEvents keyed by customer (as the stages do) and wait for every ack."""
-        producer = Producer(
-            {"bootstrap.servers": self.settings.kafka_bootstrap, "acks": "all", "linger.ms": 5}
-        )
+        """Produce CostEvents keyed by customer with the stages' own producer (idempotent,
+        lz4-compressed), and wait for every ack."""
+        producer = make_producer(self.settings)
         for value in events:
             body = self.codec.encode(self.costs_topic, "CostEvent", value)
             producer.produce(self.costs_topic, key=value["customer_id"], value=body)
