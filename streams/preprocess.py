@@ -22,7 +22,8 @@ from media.chunking import ChunkSpan, plan_chunks
 from media.keyframes import encode_jpeg
 from media.scenes import SceneAnalysis, detect_scenes
 from sinks.blobs import BlobStore
-from sinks.db import Connection
+from sinks.db import Connection, connect
+from sinks.jobs import get_job
 from sinks.scenes import save_scenes
 from streams.ingest import cost_event, with_private_topics
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
@@ -109,9 +110,10 @@ def preprocess(inbound: Inbound, chunks_topic: str, ready_topic: str) -> StageRe
             chunks = audio_job.result()
         if scene_job is not None:
             _, scene_rows, frame_bytes = scene_job.result()
+    language = language_hint(settings, inbound.job_id) if chunks else None
     outputs = [
         Output(chunks_topic, "AudioChunk", f"{inbound.job_id}:{span.index}",
-               audio_chunk(inbound, span, uri, len(chunks)))
+               audio_chunk(inbound, span, uri, len(chunks), language))
         for span, uri, _ in chunks
     ]  # fmt: skip
     if not chunks:
@@ -130,8 +132,18 @@ def preprocess(inbound: Inbound, chunks_topic: str, ready_topic: str) -> StageRe
     return StageResult(outputs=outputs, cost_events=costs, payload=scene_rows)
 
 
-def audio_chunk(inbound: Inbound, span: ChunkSpan, uri: str, count: int) -> dict[str, Any]:
-    options = inbound.value.get("options") or {}
+def language_hint(settings: Settings, job_id: str) -> str | None:
+    """The job's ``language`` option: MediaIngested does not carry the job's options."""
+    with connect(settings) as conn:
+        job = get_job(conn, job_id)
+    options = (job or {}).get("options") or {}
+    language = options.get("language") if isinstance(options, Mapping) else None
+    return str(language) if language else None
+
+
+def audio_chunk(
+    inbound: Inbound, span: ChunkSpan, uri: str, count: int, language: str | None
+) -> dict[str, Any]:
     return {
         "job_id": inbound.job_id,
         "customer_id": inbound.customer_id,
@@ -141,7 +153,7 @@ def audio_chunk(inbound: Inbound, span: ChunkSpan, uri: str, count: int) -> dict
         "start_seconds": span.start_seconds,
         "end_seconds": span.end_seconds,
         "duration_seconds": float(inbound.value["duration_seconds"]),
-        "language": options.get("language") if isinstance(options, Mapping) else None,
+        "language": language,
     }
 
 

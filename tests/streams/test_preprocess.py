@@ -28,7 +28,8 @@ def test_awkward_media_is_preprocessed(
     run = uuid.uuid4().hex[:8]
     jobs = {f"job-{run}-{name}": name for name in CASES}
     for job_id, name in jobs.items():
-        pipeline.submit(job_id, pipeline.upload(generated_media.file(name), job_id))
+        options = {"language": "en"} if name == "portrait_51.mp4" else {}
+        pipeline.submit(job_id, pipeline.upload(generated_media.file(name), job_id), **options)
     expected_chunks = sum(case["chunks"] for case in CASES.values())
     chunks = pipeline.read("chunks", expected_chunks, timeout=90)
     readies = pipeline.read("ready", 2, timeout=30)
@@ -42,6 +43,8 @@ def test_awkward_media_is_preprocessed(
         if case["chunks"]:
             chunk = by_job[job_id]
             assert (chunk["chunk_index"], chunk["chunk_count"]) == (0, 1)
+            # The job's language option reaches the transcriber through each chunk.
+            assert chunk["language"] == ("en" if name == "portrait_51.mp4" else None)
             assert chunk["end_seconds"] == pytest.approx(4.0, abs=0.1)
         with pipeline.pool.connection() as conn:
             scenes = job_scenes(conn, job_id)
