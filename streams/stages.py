@@ -15,6 +15,8 @@ STAGE_REFS: dict[str, str] = {
     "ingest": "streams.ingest:STAGE",
     "preprocess": "streams.preprocess:STAGE",
     "transcribe": "streams.transcribe:STAGE",
+    "analyse": "streams.analyse:STAGE",
+    "synthesise": "streams.synthesise:STAGE",
     "notify": "streams.notify:STAGE",
 }
 

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     llm_over_budget_model: str = ""
     llm_temperature: float = 0.0
     llm_max_output_tokens: int = 4096
+    # analyse: the largest transcript window one model call reads (estimated tokens);
+    # longer transcripts are analysed map-reduce, window by window.
+    analyse_window_tokens: int = 6000
 
     # Gateway (REST ingestion).
     gateway_host: str = "127.0.0.1"

@@ -1,0 +1,152 @@
+"""Analyse: a stored transcript becomes a stored analysis (TranscriptReady -> AnalysisDone).
+
+The transcript and the scene cuts are read from PostgreSQL (claim check: the message
+only says they are ready), rendered with their timestamps, and analysed into the
+insight schema by whichever model the configuration names for the task "insights",
+window by window when the transcript is long. The customer's budget is checked
+before any model is called: a customer over budget is refused with
+``budget_exceeded``, which dead-letters the message and fails the job with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from inference.insight_schema import Insights
+from inference.llm import LLMContext, LLMResult, Message, complete
+from inference.prompts.transcript import Segment, TranscriptText
+from inference.prompts.windows import (
+    merge,
+    prompt_version,
+    reduce_messages,
+    split_windows,
+    window_messages,
+)
+from sinks.budgets import is_over_budget
+from sinks.db import Connection, Pool, create_pool, transaction
+from sinks.insights import save_analysis
+from sinks.scenes import job_scenes
+from sinks.transcripts import job_chunks
+from streams.ingest import with_private_topics
+from streams.runtime.stage import Inbound, Output, Stage, StageResult
+from topics.catalogue import STAGES
+from vidinsight.settings import get_settings
+
+log = logging.getLogger("vidinsight.analyse")
+
+TASK = "insights"
+
+
+@lru_cache(maxsize=1)
+def _pool() -> Pool:
+    """One pool per worker process, for reading transcripts and the response cache."""
+    return create_pool(get_settings(), name="analyse")
+
+
+def over_budget(customer_id: str) -> bool:
+    """Asked by the inference layer before it calls a model for this customer."""
+    with transaction(_pool()) as conn:
+        return is_over_budget(conn, customer_id, datetime.now(UTC))
+
+
+def stored_transcript(conn: Connection, job_id: str, duration_seconds: float) -> TranscriptText:
+    """The job's transcript segments on the video timeline, and its scene cuts."""
+    segments = [
+        Segment(float(s["start"]), float(s["end"]), str(s["text"]))
+        for chunk in job_chunks(conn, job_id)
+        for s in chunk["segments"]
+        if str(s["text"]).strip()
+    ]
+    cuts = [float(scene["start_seconds"]) for scene in job_scenes(conn, job_id)[1:]]
+    return TranscriptText(duration_seconds, cuts, segments)
+
+
+def analyse_transcript(
+    transcript: TranscriptText, context: LLMContext
+) -> tuple[Insights, str, list[Mapping[str, Any]]]:
+    """The transcript's insights, the model that gave them, and the calls' cost events."""
+    windows = split_windows(transcript, get_settings().analyse_window_tokens)
+    analyses: list[Insights] = []
+    models: list[str] = []
+    costs: list[Mapping[str, Any]] = []
+    for part, window in enumerate(windows, start=1):
+        result = _ask(window_messages(window, part, len(windows)), context)
+        analyses.append(result.value)
+        models.append(result.model)
+        costs += result.cost_events
+    if len(windows) == 1:
+        return analyses[0], models[0], costs
+    overall = _ask(reduce_messages(windows, analyses), context)
+    return merge(windows, analyses, overall.value), overall.model, [*costs, *overall.cost_events]
+
+
+def _ask(messages: list[Message], context: LLMContext) -> LLMResult[Insights]:
+    """One budget-checked, cached, costed model call for the insight schema."""
+    return complete(TASK, messages, Insights, context, pool=_pool(), over_budget=over_budget)
+
+
+def analyse(inbound: Inbound, done_topic: str) -> StageResult:
+    """Analyse the job's transcript and announce the stored analysis."""
+    ready = inbound.value
+    with transaction(_pool()) as conn:
+        transcript = stored_transcript(conn, inbound.job_id, float(ready["duration_seconds"]))
+    context = LLMContext(str(inbound.customer_id), inbound.job_id, "analyse")
+    insights, model, costs = analyse_transcript(transcript, context)
+    log.info(
+        "transcript analysed",
+        extra={
+            "job_id": inbound.job_id,
+            "customer_id": inbound.customer_id,
+            "stage": "analyse",
+            "attempt": inbound.attempt,
+            "model": model,
+            "chapters": len(insights.chapters),
+            "action_items": len(insights.action_items),
+        },
+    )
+    done = {
+        "job_id": inbound.job_id,
+        "customer_id": inbound.customer_id,
+        "model": model,
+        "prompt_version": prompt_version(),
+        "done_at_ms": int(time.time() * 1000),
+    }
+    payload = {"document": insights.model_dump(mode="json"), "model": model}
+    return StageResult(
+        outputs=[Output(done_topic, "AnalysisDone", inbound.job_id, done)],
+        cost_events=costs,
+        payload=payload,
+    )
+
+
+def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
+    """The analysis is stored in the same transaction that marks the run done."""
+    save_analysis(
+        conn, inbound.job_id, result.payload["document"], result.payload["model"], prompt_version()
+    )
+
+
+def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
+    """The analyse stage on the catalogue's topics, or on private ones (keys: input,
+    output, dlq, costs, failures)."""
+    wiring = STAGES["analyse"]
+    chosen = dict(topics or {})
+    done_topic = chosen.get("output", wiring.output_topics[0])
+    stage = Stage(
+        "analyse",
+        chosen.get("input", wiring.input_topic),
+        wiring.input_schema,
+        lambda inbound: analyse(inbound, done_topic),
+        store=store,
+        dlq_topic=chosen.get("dlq"),
+        group_id=group_id,
+    )
+    return with_private_topics(stage, chosen)
+
+
+STAGE = build()

@@ -1,0 +1,168 @@
+"""Synthesise: transcript, scenes and analysis become one insight document (AnalysisDone ->
+JobCompleted).
+
+The document is what a customer reads (``GET /v1/jobs/{id}/insights``): the transcript
+on the video timeline, the scenes with the URLs where the gateway serves their
+keyframes, and the analysis, under a ``schema_version`` (docs/insights-schema.md) so
+clients can tell a changed document from a broken one. Captions are rendered from the
+same transcript segments, so they say what the transcript says. The document, the
+captions and the job's completion are stored in the runtime's one transaction, so a
+job is completed exactly when its insights can be read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from media.captions import TimedText, build_cues, render_srt, render_vtt
+from sinks.db import Connection, Pool, create_pool, transaction
+from sinks.insights import get_analysis, save_insight
+from sinks.jobs import set_status
+from sinks.scenes import job_scenes
+from sinks.transcripts import job_chunks
+from streams.ingest import with_private_topics
+from streams.runtime.stage import Inbound, Output, Stage, StageResult
+from topics.catalogue import STAGES
+from vidinsight.errors import PermanentError, Reason
+from vidinsight.settings import get_settings
+
+log = logging.getLogger("vidinsight.synthesise")
+
+SCHEMA_VERSION = "1.0"
+
+
+@lru_cache(maxsize=1)
+def _pool() -> Pool:
+    """One pool per worker process."""
+    return create_pool(get_settings(), name="synthesise")
+
+
+def insights_path(job_id: str) -> str:
+    """Where the gateway serves the job's insights."""
+    return f"/v1/jobs/{job_id}/insights"
+
+
+def keyframe_path(job_id: str, scene_index: int) -> str:
+    """Where the gateway serves a scene's keyframe."""
+    return f"/v1/jobs/{job_id}/keyframes/{scene_index}.jpg"
+
+
+def transcript_of(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The whole transcript: its text and its segments, already on the video timeline."""
+    segments = [
+        {"start": float(s["start"]), "end": float(s["end"]), "text": str(s["text"]).strip()}
+        for chunk in chunks
+        for s in chunk["segments"]
+        if str(s["text"]).strip()
+    ]
+    text = " ".join(str(chunk["text"]).strip() for chunk in chunks if str(chunk["text"]).strip())
+    return {"text": text, "segments": segments}
+
+
+def scenes_of(job_id: str, scenes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Scenes as the customer sees them: times and the keyframe's URL on the API."""
+    return [
+        {
+            "index": scene["scene_index"],
+            "start": float(scene["start_seconds"]),
+            "end": float(scene["end_seconds"]),
+            "keyframe_url": (
+                keyframe_path(job_id, scene["scene_index"]) if scene["keyframe_uri"] else None
+            ),
+        }
+        for scene in scenes
+    ]
+
+
+def document_of(job_id: str, conn: Connection) -> dict[str, Any]:
+    """The job's insight document from what the earlier stages stored."""
+    analysis = get_analysis(conn, job_id)
+    if analysis is None:
+        raise PermanentError(Reason.NOT_FOUND, f"job {job_id} has no stored analysis")
+    chunks = job_chunks(conn, job_id)
+    duration = max([float(c["end_seconds"]) for c in chunks], default=0.0)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "job_id": job_id,
+        "duration_seconds": duration,
+        "language": chunks[0]["language"] if chunks else None,
+        "model": analysis["model"],
+        "prompt_version": analysis["prompt_version"],
+        "transcript": transcript_of(chunks),
+        "scenes": scenes_of(job_id, job_scenes(conn, job_id)),
+        **analysis["document"],
+    }
+
+
+def captions_of(transcript: Mapping[str, Any]) -> tuple[str, str]:
+    """WebVTT and SRT captions of the transcript's segments."""
+    cues = build_cues(TimedText(s["start"], s["end"], s["text"]) for s in transcript["segments"])
+    return render_vtt(cues), render_srt(cues)
+
+
+def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
+    """Assemble the job's insights and announce the job completed."""
+    with transaction(_pool()) as conn:
+        document = document_of(inbound.job_id, conn)
+    vtt, srt = captions_of(document["transcript"])
+    log.info(
+        "insights assembled",
+        extra={
+            "job_id": inbound.job_id,
+            "customer_id": inbound.customer_id,
+            "stage": "synthesise",
+            "attempt": inbound.attempt,
+            "schema_version": SCHEMA_VERSION,
+            "segments": len(document["transcript"]["segments"]),
+        },
+    )
+    completed = {
+        "job_id": inbound.job_id,
+        "customer_id": inbound.customer_id,
+        "status": "completed",
+        "reason": None,
+        "insights_uri": insights_path(inbound.job_id),
+        "completed_at_ms": int(time.time() * 1000),
+    }
+    return StageResult(
+        outputs=[Output(completed_topic, "JobCompleted", inbound.job_id, completed)],
+        payload={"document": document, "vtt": vtt, "srt": srt},
+    )
+
+
+def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
+    """Insights, captions and the job's completion, together or not at all."""
+    payload = result.payload
+    save_insight(
+        conn, inbound.job_id, payload["document"], SCHEMA_VERSION, payload["vtt"], payload["srt"]
+    )
+    if not set_status(conn, inbound.job_id, "completed"):
+        log.warning(
+            "job already ended; its insights are stored but its status stays",
+            extra={"job_id": inbound.job_id, "stage": "synthesise", "attempt": inbound.attempt},
+        )
+
+
+def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
+    """The synthesise stage on the catalogue's topics, or on private ones (keys: input,
+    output, dlq, costs, failures)."""
+    wiring = STAGES["synthesise"]
+    chosen = dict(topics or {})
+    completed_topic = chosen.get("output", wiring.output_topics[0])
+    stage = Stage(
+        "synthesise",
+        chosen.get("input", wiring.input_topic),
+        wiring.input_schema,
+        lambda inbound: synthesise(inbound, completed_topic),
+        store=store,
+        dlq_topic=chosen.get("dlq"),
+        group_id=group_id,
+    )
+    return with_private_topics(stage, chosen)
+
+
+STAGE = build()
