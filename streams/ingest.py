@@ -67,10 +67,20 @@ def ensure_job(settings: Settings, value: Mapping[str, Any]) -> None:
 
 
 def store_source(
-    settings: Settings, store: BlobStore, job_id: str, source: str
+    settings: Settings, store: BlobStore, inbound: Inbound, source: str
 ) -> tuple[str, str, int]:
-    """The source as a blob of ours: (uri, sha256, size). Copies http(s); hashes own blobs."""
+    """The source as a blob of ours: (uri, sha256, size). Copies http(s); hashes uploads.
+
+    An uploaded blob must be one of the customer's own uploads (the gateway stores them
+    under ``uploads/<customer_id>/``): a job cannot name another tenant's media.
+    """
+    job_id = inbound.job_id
     if store.owns(source):
+        own_uploads = store.uri(f"uploads/{inbound.customer_id}/x")[:-1]
+        if not source.startswith(own_uploads):
+            raise PermanentError(
+                Reason.SOURCE_FORBIDDEN, f"{source} is not an upload of this job's customer"
+            )
         with store.local_path(source) as path:
             return source, file_sha256(path), path.stat().st_size
     if source.startswith(("http://", "https://")):
@@ -129,7 +139,7 @@ def ingest(inbound: Inbound, output_topic: str) -> StageResult:
     ensure_job(settings, inbound.value)
     store = BlobStore.from_settings(settings)
     source = str(inbound.value["source_uri"])
-    uri, sha256, size = store_source(settings, store, inbound.job_id, source)
+    uri, sha256, size = store_source(settings, store, inbound, source)
     with store.local_path(uri) as path:
         info = probe(
             path,

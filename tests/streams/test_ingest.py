@@ -92,6 +92,11 @@ def test_rejections_fail_their_jobs_and_never_block_the_partition(
     ]:
         media_pipeline.submit(f"job-{run}-{name}", source)
         expected[f"job-{run}-{name}"] = reason
+    theirs = f"job-{run}-other-customers-upload"
+    media_pipeline.submit(
+        theirs, media_pipeline.upload(generated_media.file("short.mp4"), theirs, "cust-other")
+    )
+    expected[theirs] = "source_forbidden"
     fetched = f"job-{run}-fetched"
     media_pipeline.submit(fetched, f"{base}/short.mp4")
     good = f"job-{run}-good"
