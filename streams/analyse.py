@@ -67,10 +67,14 @@ def stored_transcript(conn: Connection, job_id: str, duration_seconds: float) ->
 
 
 def analyse_transcript(
-    transcript: TranscriptText, context: LLMContext
+    transcript: TranscriptText, context: LLMContext, window_tokens: int
 ) -> tuple[Insights, str, list[Mapping[str, Any]]]:
-    """The transcript's insights, the model that gave them, and the calls' cost events."""
-    windows = split_windows(transcript, get_settings().analyse_window_tokens)
+    """The transcript's insights, the model that gave them, and the calls' cost events.
+
+    One call per window of at most ``window_tokens``, and one more to summarise the
+    windows' summaries when there are several.
+    """
+    windows = split_windows(transcript, window_tokens)
     analyses: list[Insights] = []
     models: list[str] = []
     costs: list[Mapping[str, Any]] = []
@@ -96,7 +100,8 @@ def analyse(inbound: Inbound, done_topic: str) -> StageResult:
     with transaction(_pool()) as conn:
         transcript = stored_transcript(conn, inbound.job_id, float(ready["duration_seconds"]))
     context = LLMContext(str(inbound.customer_id), inbound.job_id, "analyse")
-    insights, model, costs = analyse_transcript(transcript, context)
+    window_tokens = get_settings().analyse_window_tokens
+    insights, model, costs = analyse_transcript(transcript, context, window_tokens)
     log.info(
         "transcript analysed",
         extra={

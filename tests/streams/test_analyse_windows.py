@@ -1,0 +1,72 @@
+"""A long transcript is analysed map-reduce over token-bounded windows: one call per
+window and one to summarise them, and the merged analysis still covers the whole video
+(chapters tile it, every window's action items and topics survive)."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from inference.llm import LLMContext
+from inference.prompts.transcript import Segment, TranscriptText
+from inference.prompts.windows import estimated_tokens, split_windows
+from streams.analyse import analyse_transcript
+
+PARTS = [
+    ("Orion", "budget", "Maria will approve the Orion budget by Friday."),
+    ("warehouse", "robots", "Kenji will test the warehouse robots next week."),
+    ("marketing", "campaign", "Priya will draft the marketing campaign brief."),
+]
+
+
+def long_transcript() -> TranscriptText:
+    """Three topics of eight sentences each, ten seconds a sentence, cuts between topics.
+
+    The length varies by run so the shared response cache cannot answer the calls.
+    """
+    segments, start = [], 0.0
+    for first, second, action in PARTS:
+        lines = [f"The {first} {second} review covers the {first} {second} plan."] * 7
+        for text in [*lines, action]:
+            segments.append(Segment(start, start + 9.0, text))
+            start += 10.0
+    duration = start + uuid.uuid4().int % 1000 / 100
+    return TranscriptText(duration, [80.0, 160.0], segments)
+
+
+def test_windows_are_token_bounded_whole_segments_covering_the_video() -> None:
+    transcript = long_transcript()
+    windows = split_windows(transcript, max_tokens=120)
+    assert len(windows) >= 3
+    assert [s for w in windows for s in w.transcript.segments] == transcript.segments
+    assert (
+        windows[0].start_seconds == 0.0 and windows[-1].end_seconds == transcript.duration_seconds
+    )
+    for window in windows:
+        text = sum(estimated_tokens(s.text) + 4 for s in window.transcript.segments)
+        assert text <= 120
+    assert split_windows(transcript, max_tokens=100_000)[0].transcript == transcript
+
+
+def test_a_long_transcript_is_analysed_window_by_window_and_merged() -> None:
+    transcript = long_transcript()
+    context = LLMContext(f"cust-{uuid.uuid4().hex[:8]}", f"job-{uuid.uuid4()}", "analyse")
+    windows = split_windows(transcript, max_tokens=120)
+
+    insights, model, costs = analyse_transcript(transcript, context, window_tokens=120)
+
+    assert model == "local/extractive"
+    assert len(costs) == len(windows) + 1  # every window, then the reduce call
+    assert {c["job_id"] for c in costs} == {context.job_id}
+    chapters = insights.chapters
+    assert chapters[0].start_seconds == 0.0
+    assert chapters[-1].end_seconds == transcript.duration_seconds
+    for before, after in itertools.pairwise(chapters):
+        assert before.end_seconds == after.start_seconds
+    assert {item.owner for item in insights.action_items} == {"Maria", "Kenji", "Priya"}
+    keywords = {k.lower() for k in insights.keywords}
+    assert {"orion", "warehouse", "marketing"} <= keywords, keywords
+    assert insights.summary
+
+    again, _, repeat_costs = analyse_transcript(transcript, context, window_tokens=120)
+    assert again == insights and repeat_costs == []  # the response cache answers a redelivery
