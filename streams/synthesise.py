@@ -21,7 +21,7 @@ from typing import Any
 from media.captions import TimedText, build_cues, render_srt, render_vtt
 from sinks.db import Connection, Pool, create_pool, transaction
 from sinks.insights import get_analysis, save_insight
-from sinks.jobs import set_status
+from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
 from streams.ingest import with_private_topics
@@ -33,6 +33,7 @@ from vidinsight.settings import get_settings
 log = logging.getLogger("vidinsight.synthesise")
 
 SCHEMA_VERSION = "1.0"
+ENDED_OTHERWISE = TERMINAL_STATUSES - {"completed"}
 
 
 @lru_cache(maxsize=1)
@@ -105,8 +106,19 @@ def captions_of(transcript: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
-    """Assemble the job's insights and announce the job completed."""
+    """Assemble the job's insights and announce the job completed.
+
+    A job that already ended otherwise (cancelled meanwhile, or failed by a replayed
+    message) stays as it ended: nothing is stored or announced for it.
+    """
     with transaction(_pool()) as conn:
+        job = get_job(conn, inbound.job_id)
+        if job is not None and job["status"] in ENDED_OTHERWISE:
+            log.warning(
+                "job already ended; no insights assembled",
+                extra={"job_id": inbound.job_id, "stage": "synthesise", "status": job["status"]},
+            )
+            return StageResult()
         document = document_of(inbound.job_id, conn)
     vtt, srt = captions_of(document["transcript"])
     log.info(
@@ -137,6 +149,8 @@ def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
 def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
     """Insights, captions and the job's completion, together or not at all."""
     payload = result.payload
+    if payload is None:
+        return  # the job had already ended otherwise
     save_insight(
         conn, inbound.job_id, payload["document"], SCHEMA_VERSION, payload["vtt"], payload["srt"]
     )

@@ -27,6 +27,7 @@ from sinks.insights import get_analysis, get_insight
 from sinks.jobs import create_job, get_job, mark_published, set_status
 from sinks.ledger import CostEvent, record_cost_events
 from sinks.scenes import save_scenes
+from sinks.stage_runs import runs_for_job
 from sinks.transcripts import record_chunk
 from streams.analyse import build as build_analyse
 from streams.runtime.stage import Stage
@@ -301,3 +302,34 @@ def _earlier_cost(customer_id: str) -> CostEvent:
         amount_usd_micros=1_500,
         occurred_at=datetime.now(UTC),
     )
+
+
+def test_a_job_cancelled_meanwhile_stays_cancelled_and_is_not_announced_completed(
+    analysis_pipeline: AnalysisPipeline,
+) -> None:
+    pipeline = analysis_pipeline
+    job_id, customer_id = f"job-{uuid.uuid4()}", f"cust-{uuid.uuid4().hex[:8]}"
+    pipeline.store_transcript(job_id, customer_id)
+    with transaction(pipeline.pool) as conn:
+        set_status(conn, job_id, "cancelled")
+    pipeline.start("analyse")
+    pipeline.start("synthesise")
+    pipeline.announce(job_id, customer_id)
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _synthesised(pipeline.pool, job_id):
+        time.sleep(0.3)
+    assert _synthesised(pipeline.pool, job_id)
+    with transaction(pipeline.pool) as conn:
+        job = get_job(conn, job_id)
+        assert get_insight(conn, job_id) is None
+    assert job is not None and job["status"] == "cancelled"
+    assert pipeline.messages("completed", job_id) == []
+
+
+def _synthesised(pool: Pool, job_id: str) -> bool:
+    with transaction(pool) as conn:
+        return any(
+            run["stage"] == "synthesise" and run["status"] == "succeeded"
+            for run in runs_for_job(conn, job_id)
+        )
