@@ -176,11 +176,11 @@ class AnalysisPipeline:
         return [v for v in values if v["job_id"] == job_id]
 
 
-@pytest.fixture
-def analysis_pipeline(
+def new_analysis_pipeline(
     settings: Settings, codec: Codec, db_pool: Pool, topic_factory: TopicFactory, tmp_path: Path
-) -> Iterator[AnalysisPipeline]:
-    pipeline = AnalysisPipeline(
+) -> AnalysisPipeline:
+    """Fresh private topics and a fresh consumer group for analyse and synthesise."""
+    return AnalysisPipeline(
         settings=settings,
         codec=codec,
         pool=db_pool,
@@ -194,6 +194,13 @@ def analysis_pipeline(
         },
         group=f"test.analyse.{uuid.uuid4().hex[:8]}",
     )
+
+
+@pytest.fixture
+def analysis_pipeline(
+    settings: Settings, codec: Codec, db_pool: Pool, topic_factory: TopicFactory, tmp_path: Path
+) -> Iterator[AnalysisPipeline]:
+    pipeline = new_analysis_pipeline(settings, codec, db_pool, topic_factory, tmp_path)
     yield pipeline
     for worker in pipeline.workers:
         worker.kill()
@@ -229,7 +236,7 @@ def test_a_transcript_becomes_a_completed_job_with_insights_and_captions(
     assert analysis is not None and row is not None and row["schema_version"] == "1.0"
     document = row["document"]
     _assert_document(document, job_id)
-    _assert_captions(row["captions_vtt"], row["captions_srt"], document["transcript"])
+    assert_captions_match(row["captions_vtt"], row["captions_srt"], document["transcript"])
 
 
 def _assert_document(document: dict[str, Any], job_id: str) -> None:
@@ -260,7 +267,8 @@ def _assert_document(document: dict[str, Any], job_id: str) -> None:
     assert document["sentiment"]["label"] in {"positive", "neutral", "negative"}
 
 
-def _assert_captions(vtt: str, srt: str, transcript: dict[str, Any]) -> None:
+def assert_captions_match(vtt: str, srt: str, transcript: dict[str, Any]) -> None:
+    """Both caption files valid, within limits, timed alike, saying the transcript's words."""
     vtt_cues, srt_cues = parse_vtt(vtt), parse_srt(srt)
     assert_within_limits(vtt_cues)
     assert [(s, e) for s, e, _ in vtt_cues] == [(s, e) for s, e, _ in srt_cues]
