@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,7 @@ from inference.insight_schema import Insights
 from inference.llm import LLMContext, LLMResult, Message, complete
 from inference.prompts.transcript import Segment, TranscriptText
 from inference.prompts.windows import (
+    REDUCE_PROMPT,
     merge,
     prompt_version,
     reduce_messages,
@@ -66,27 +68,38 @@ def stored_transcript(conn: Connection, job_id: str, duration_seconds: float) ->
     return TranscriptText(duration_seconds, cuts, segments)
 
 
+@dataclass(frozen=True)
+class Analysis:
+    """What analysing one transcript gave, and what it cost."""
+
+    insights: Insights
+    model: str  # the models that answered, in order of first use, joined by "+"
+    prompt_version: str
+    cost_events: list[Mapping[str, Any]]
+
+
 def analyse_transcript(
     transcript: TranscriptText, context: LLMContext, window_tokens: int
-) -> tuple[Insights, str, list[Mapping[str, Any]]]:
-    """The transcript's insights, the model that gave them, and the calls' cost events.
-
-    One call per window of at most ``window_tokens``, and one more to summarise the
-    windows' summaries when there are several.
-    """
+) -> Analysis:
+    """The transcript's insights: one call per window of at most ``window_tokens``, and
+    one more to summarise the windows' summaries when there are several."""
     windows = split_windows(transcript, window_tokens)
-    analyses: list[Insights] = []
-    models: list[str] = []
-    costs: list[Mapping[str, Any]] = []
-    for part, window in enumerate(windows, start=1):
-        result = _ask(window_messages(window, part, len(windows)), context)
-        analyses.append(result.value)
-        models.append(result.model)
-        costs += result.cost_events
+    answers = [
+        _ask(window_messages(window, part, len(windows)), context)
+        for part, window in enumerate(windows, start=1)
+    ]
+    analyses = [answer.value for answer in answers]
     if len(windows) == 1:
-        return analyses[0], models[0], costs
+        return _analysis(analyses[0], answers, prompt_version())
     overall = _ask(reduce_messages(windows, analyses), context)
-    return merge(windows, analyses, overall.value), overall.model, [*costs, *overall.cost_events]
+    versions = f"{prompt_version()}+{prompt_version(REDUCE_PROMPT)}"
+    return _analysis(merge(windows, analyses, overall.value), [*answers, overall], versions)
+
+
+def _analysis(insights: Insights, answers: list[LLMResult[Insights]], versions: str) -> Analysis:
+    models = "+".join(dict.fromkeys(answer.model for answer in answers))
+    costs = [event for answer in answers for event in answer.cost_events]
+    return Analysis(insights, models, versions, list(costs))
 
 
 def _ask(messages: list[Message], context: LLMContext) -> LLMResult[Insights]:
@@ -101,7 +114,7 @@ def analyse(inbound: Inbound, done_topic: str) -> StageResult:
         transcript = stored_transcript(conn, inbound.job_id, float(ready["duration_seconds"]))
     context = LLMContext(str(inbound.customer_id), inbound.job_id, "analyse")
     window_tokens = get_settings().analyse_window_tokens
-    insights, model, costs = analyse_transcript(transcript, context, window_tokens)
+    analysis = analyse_transcript(transcript, context, window_tokens)
     log.info(
         "transcript analysed",
         extra={
@@ -109,31 +122,30 @@ def analyse(inbound: Inbound, done_topic: str) -> StageResult:
             "customer_id": inbound.customer_id,
             "stage": "analyse",
             "attempt": inbound.attempt,
-            "model": model,
-            "chapters": len(insights.chapters),
-            "action_items": len(insights.action_items),
+            "model": analysis.model,
+            "chapters": len(analysis.insights.chapters),
+            "action_items": len(analysis.insights.action_items),
         },
     )
     done = {
         "job_id": inbound.job_id,
         "customer_id": inbound.customer_id,
-        "model": model,
-        "prompt_version": prompt_version(),
+        "model": analysis.model,
+        "prompt_version": analysis.prompt_version,
         "done_at_ms": int(time.time() * 1000),
     }
-    payload = {"document": insights.model_dump(mode="json"), "model": model}
     return StageResult(
         outputs=[Output(done_topic, "AnalysisDone", inbound.job_id, done)],
-        cost_events=costs,
-        payload=payload,
+        cost_events=analysis.cost_events,
+        payload=analysis,
     )
 
 
 def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
     """The analysis is stored in the same transaction that marks the run done."""
-    save_analysis(
-        conn, inbound.job_id, result.payload["document"], result.payload["model"], prompt_version()
-    )
+    analysis: Analysis = result.payload
+    document = analysis.insights.model_dump(mode="json")
+    save_analysis(conn, inbound.job_id, document, analysis.model, analysis.prompt_version)
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:

@@ -22,16 +22,16 @@ PARTS = [
 def long_transcript() -> TranscriptText:
     """Three topics of eight sentences each, ten seconds a sentence, cuts between topics.
 
-    The length varies by run so the shared response cache cannot answer the calls.
+    The speech starts later or earlier by run, so every window's prompt differs and the
+    response cache (shared by every run on the stack) cannot answer it.
     """
-    segments, start = [], 0.0
+    segments, start = [], 0.5 + uuid.uuid4().int % 1000 / 100
     for first, second, action in PARTS:
         lines = [f"The {first} {second} review covers the {first} {second} plan."] * 7
         for text in [*lines, action]:
             segments.append(Segment(start, start + 9.0, text))
             start += 10.0
-    duration = start + uuid.uuid4().int % 1000 / 100
-    return TranscriptText(duration, [80.0, 160.0], segments)
+    return TranscriptText(start + 5.0, [80.0, 160.0], segments)
 
 
 def test_windows_are_token_bounded_whole_segments_covering_the_video() -> None:
@@ -53,9 +53,11 @@ def test_a_long_transcript_is_analysed_window_by_window_and_merged() -> None:
     context = LLMContext(f"cust-{uuid.uuid4().hex[:8]}", f"job-{uuid.uuid4()}", "analyse")
     windows = split_windows(transcript, max_tokens=120)
 
-    insights, model, costs = analyse_transcript(transcript, context, window_tokens=120)
+    analysis = analyse_transcript(transcript, context, window_tokens=120)
+    insights, costs = analysis.insights, analysis.cost_events
 
-    assert model == "local/extractive"
+    assert analysis.model == "local/extractive"
+    assert analysis.prompt_version == "insights.v1+summaries.v1"
     assert len(costs) == len(windows) + 1  # every window, then the reduce call
     assert {c["job_id"] for c in costs} == {context.job_id}
     chapters = insights.chapters
@@ -68,5 +70,7 @@ def test_a_long_transcript_is_analysed_window_by_window_and_merged() -> None:
     assert {"orion", "warehouse", "marketing"} <= keywords, keywords
     assert insights.summary
 
-    again, _, repeat_costs = analyse_transcript(transcript, context, window_tokens=120)
-    assert again == insights and repeat_costs == []  # the response cache answers a redelivery
+    again = analyse_transcript(transcript, context, window_tokens=120)
+    assert (
+        again.insights == insights and again.cost_events == []
+    )  # the response cache answers a redelivery
