@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from gateway.routes.results import Insights as GatewayInsights
 from schemas.codec import Codec
 from sinks.customers import create_customer
 from sinks.db import Pool, transaction
@@ -265,6 +266,8 @@ def _assert_document(document: dict[str, Any], job_id: str) -> None:
         assert before["end_seconds"] == after["start_seconds"]  # ordered, no gap, no overlap
     assert all(c["start_seconds"] < c["end_seconds"] for c in chapters)
     assert document["sentiment"]["label"] in {"positive", "neutral", "negative"}
+    served = GatewayInsights.model_validate(document)  # what GET .../insights answers with
+    assert served.transcript.segments and served.scenes[0].keyframe_url
 
 
 def assert_captions_match(vtt: str, srt: str, transcript: dict[str, Any]) -> None:
