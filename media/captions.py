@@ -4,8 +4,10 @@ Captions are read, not listened to: a cue holds at most two lines of at most 42
 characters (the line length of BBC and Netflix guidelines) and stays on screen
 between one and seven seconds, long enough to read and short enough to follow the
 speech. Cues never cross a segment boundary, so a caption never runs one speaker's
-sentence into the next, and cue text is the transcript's own words, in order, so
-the captions say exactly what the transcript says.
+sentence into the next; they follow the transcriber's word times where it gave them
+(so a pause inside a segment ends a cue rather than stretching it over silence); and
+cue text is the transcript's own words, in order, so the captions say exactly what
+the transcript says.
 """
 
 from __future__ import annotations
@@ -17,15 +19,28 @@ MAX_LINE_CHARS = 42
 MAX_LINES = 2
 MIN_CUE_SECONDS = 1.0
 MAX_CUE_SECONDS = 7.0
+# A silence longer than this inside a segment ends the cue: no caption over silence.
+MAX_PAUSE_SECONDS = 1.5
 
 
 @dataclass(frozen=True)
-class TimedText:
-    """A stretch of speech on the video's timeline, in seconds."""
+class TimedWord:
+    """One word as the transcriber timed it."""
 
     start: float
     end: float
     text: str
+
+
+@dataclass(frozen=True)
+class TimedText:
+    """A stretch of speech on the video's timeline, in seconds, with its words' times
+    when the transcriber gave them."""
+
+    start: float
+    end: float
+    text: str
+    words: tuple[TimedWord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,13 +50,6 @@ class Cue:
     start: float
     end: float
     lines: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Word:
-    start: float
-    end: float
-    text: str
 
 
 def wrap_lines(words: Sequence[str], width: int = MAX_LINE_CHARS) -> list[str]:
@@ -63,27 +71,32 @@ def _fits(words: Sequence[str]) -> bool:
     return len(wrap_lines(words)) <= MAX_LINES
 
 
-def _timed_words(segment: TimedText) -> list[_Word]:
-    """The segment's words, its duration shared among them by their length in characters."""
+def _timed_words(segment: TimedText) -> list[TimedWord]:
+    """The segment's words with their times: the transcriber's, when they spell the
+    segment's text, else the segment's duration shared by the words' lengths."""
     words = segment.text.split()
+    if [word.text for word in segment.words] == words:
+        return list(segment.words)
     total = sum(len(word) for word in words) or 1
     span = max(segment.end - segment.start, 0.0)
     timed, offset = [], 0
     for word in words:
         start = segment.start + span * offset / total
         offset += len(word)
-        timed.append(_Word(start, segment.start + span * offset / total, word))
+        timed.append(TimedWord(start, segment.start + span * offset / total, word))
     return timed
 
 
 def _segment_cues(segment: TimedText) -> list[Cue]:
-    """Words packed into cues while the text fits two lines and the time seven seconds."""
+    """Words packed into cues while the text fits two lines, the time seven seconds,
+    and no long pause comes between them."""
     cues: list[Cue] = []
-    current: list[_Word] = []
+    current: list[TimedWord] = []
     for word in _timed_words(segment):
         candidate = [*current, word]
         too_long = candidate[-1].end - candidate[0].start > MAX_CUE_SECONDS
-        if current and (too_long or not _fits([w.text for w in candidate])):
+        paused = bool(current) and word.start - current[-1].end > MAX_PAUSE_SECONDS
+        if current and (too_long or paused or not _fits([w.text for w in candidate])):
             cues.append(_cue(current))
             current = [word]
         else:
@@ -93,7 +106,7 @@ def _segment_cues(segment: TimedText) -> list[Cue]:
     return cues
 
 
-def _cue(words: Sequence[_Word]) -> Cue:
+def _cue(words: Sequence[TimedWord]) -> Cue:
     return Cue(words[0].start, words[-1].end, tuple(wrap_lines([w.text for w in words])))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from media.captions import TimedText, build_cues, render_srt, render_vtt
+from media.captions import TimedText, TimedWord, build_cues, render_srt, render_vtt
 from sinks.db import Connection, Pool, create_pool, transaction
 from sinks.insights import get_analysis, save_insight
 from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
@@ -79,12 +79,11 @@ def scenes_of(job_id: str, scenes: list[dict[str, Any]]) -> list[dict[str, Any]]
     ]
 
 
-def document_of(job_id: str, conn: Connection) -> dict[str, Any]:
+def document_of(conn: Connection, job_id: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """The job's insight document from what the earlier stages stored."""
     analysis = get_analysis(conn, job_id)
     if analysis is None:
         raise PermanentError(Reason.NOT_FOUND, f"job {job_id} has no stored analysis")
-    chunks = job_chunks(conn, job_id)
     duration = max([float(c["end_seconds"]) for c in chunks], default=0.0)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -99,10 +98,21 @@ def document_of(job_id: str, conn: Connection) -> dict[str, Any]:
     }
 
 
-def captions_of(transcript: Mapping[str, Any]) -> tuple[str, str]:
-    """WebVTT and SRT captions of the transcript's segments."""
-    cues = build_cues(TimedText(s["start"], s["end"], s["text"]) for s in transcript["segments"])
+def captions_of(chunks: list[dict[str, Any]]) -> tuple[str, str]:
+    """WebVTT and SRT captions of the transcript's segments, timed by their words."""
+    cues = build_cues(
+        TimedText(float(s["start"]), float(s["end"]), str(s["text"]), _words(s))
+        for chunk in chunks
+        for s in chunk["segments"]
+    )
     return render_vtt(cues), render_srt(cues)
+
+
+def _words(segment: Mapping[str, Any]) -> tuple[TimedWord, ...]:
+    return tuple(
+        TimedWord(float(w["start"]), float(w["end"]), str(w["word"]))
+        for w in segment.get("words") or []
+    )
 
 
 def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
@@ -119,8 +129,9 @@ def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
                 extra={"job_id": inbound.job_id, "stage": "synthesise", "status": job["status"]},
             )
             return StageResult()
-        document = document_of(inbound.job_id, conn)
-    vtt, srt = captions_of(document["transcript"])
+        chunks = job_chunks(conn, inbound.job_id)
+        document = document_of(conn, inbound.job_id, chunks)
+    vtt, srt = captions_of(chunks)
     log.info(
         "insights assembled",
         extra={

@@ -12,6 +12,7 @@ from media.captions import (
     MAX_LINES,
     MIN_CUE_SECONDS,
     TimedText,
+    TimedWord,
     build_cues,
     render_srt,
     render_vtt,
@@ -99,3 +100,18 @@ def test_a_short_cue_is_held_for_a_second_and_no_transcript_gives_empty_captions
     assert (start, end, lines) == (2.0, 3.0, ["Yes."])
     assert render_vtt(build_cues([])) == "WEBVTT\n"
     assert render_srt(build_cues([TimedText(1.0, 2.0, "   ")])) == ""
+
+
+def test_cues_follow_the_transcribers_word_times_when_given() -> None:
+    words = (
+        TimedWord(2.0, 2.5, "Hello"),
+        TimedWord(2.5, 3.0, "there."),
+        TimedWord(8.0, 8.6, "General"),
+        TimedWord(8.6, 9.5, "Kenobi."),
+    )
+    segment = TimedText(0.0, 10.0, "Hello there. General Kenobi.", words)
+    cues = [(c.start, c.end, c.lines) for c in build_cues([segment])]
+    assert cues == [(2.0, 3.0, ("Hello there.",)), (8.0, 9.5, ("General Kenobi.",))]
+    # Words that do not spell the text are ignored: times are shared by length instead.
+    mismatched = TimedText(0.0, 4.0, "Hello there.", words[:1])
+    assert [(c.start, c.end) for c in build_cues([mismatched])] == [(0.0, 4.0)]
