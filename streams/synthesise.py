@@ -24,7 +24,7 @@ from sinks.insights import get_analysis, save_insight
 from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
-from streams.ingest import with_private_topics
+from streams.ingest import cost_event, with_private_topics
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
 from topics.catalogue import STAGES
 from vidinsight.errors import PermanentError, Reason
@@ -121,6 +121,7 @@ def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
     A job that already ended otherwise (cancelled meanwhile, or failed by a replayed
     message) stays as it ended: nothing is stored or announced for it.
     """
+    started = time.perf_counter()
     with transaction(_pool()) as conn:
         job = get_job(conn, inbound.job_id)
         if job is not None and job["status"] in ENDED_OTHERWISE:
@@ -151,8 +152,13 @@ def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
         "insights_uri": insights_path(inbound.job_id),
         "completed_at_ms": int(time.time() * 1000),
     }
+    seconds = round(time.perf_counter() - started, 3)
+    cost = cost_event(
+        inbound, "synthesise", "document", "local", "synthesis", "compute_seconds", seconds
+    )
     return StageResult(
         outputs=[Output(completed_topic, "JobCompleted", inbound.job_id, completed)],
+        cost_events=[cost],
         payload={"document": document, "vtt": vtt, "srt": srt},
     )
 

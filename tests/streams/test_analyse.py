@@ -223,13 +223,12 @@ def test_a_transcript_becomes_a_completed_job_with_insights_and_captions(
     [completed] = pipeline.messages("completed", job_id)
     assert completed["status"] == "completed"
     assert completed["insights_uri"] == f"/v1/jobs/{job_id}/insights"
-    [cost] = pipeline.messages("costs", job_id)
-    assert (cost["stage"], cost["provider"], cost["unit"]) == (
-        "analyse",
-        "local",
-        "compute_seconds",
-    )
-    assert cost["customer_id"] == customer_id
+    costs = {c["stage"]: c for c in pipeline.messages("costs", job_id, n=2)}
+    assert {stage: (c["model"], c["unit"]) for stage, c in costs.items()} == {
+        "analyse": ("extractive", "compute_seconds"),
+        "synthesise": ("synthesis", "compute_seconds"),
+    }
+    assert {c["customer_id"] for c in costs.values()} == {customer_id}
 
     with transaction(pipeline.pool) as conn:
         analysis = get_analysis(conn, job_id)
