@@ -83,12 +83,10 @@ def window_messages(window: Window, part: int, parts: int) -> list[Message]:
     The stable part (instructions and transcript) comes first so providers that cache
     prompt prefixes charge for it once across retries.
     """
-    ask = "Analyse the transcript above."
+    ask = load_prompt("ask-whole", 1)
     if parts > 1:
-        ask = (
-            f"This is part {part} of {parts} of a longer video: it runs from"
-            f" {window.start_seconds:.2f} to {window.end_seconds:.2f} seconds, and the"
-            " chapters cover that span only. Analyse it."
+        ask = load_prompt("ask-window", 1).format(
+            part=part, parts=parts, start=window.start_seconds, end=window.end_seconds
         )
     return [
         {"role": "system", "content": load_prompt(*INSIGHTS_PROMPT)},
@@ -110,7 +108,7 @@ def reduce_messages(windows: Sequence[Window], analyses: Sequence[Insights]) -> 
     return [
         {"role": "system", "content": load_prompt(*REDUCE_PROMPT)},
         {"role": "user", "content": render_transcript(summaries)},
-        {"role": "user", "content": "Summarise the video from the summaries above."},
+        {"role": "user", "content": load_prompt("ask-summaries", 1)},
     ]
 
 
