@@ -53,7 +53,11 @@ def cost_event(
 
 
 def ensure_job(settings: Settings, value: Mapping[str, Any]) -> None:
-    """Create the job row if an upstream system produced the request directly; mark it running."""
+    """Create the job row if an upstream system produced the request directly; mark it running.
+
+    The request is already on Kafka, so the row is marked published: otherwise the
+    gateway's outbox relay would take it for a request it failed to send and send it again.
+    """
     with connect(settings) as conn:
         jobs.create_job(
             conn,
@@ -63,6 +67,7 @@ def ensure_job(settings: Settings, value: Mapping[str, Any]) -> None:
             webhook_url=value.get("webhook_url"),
             options=dict(value.get("options") or {}),
         )
+        jobs.mark_published(conn, value["job_id"])
         jobs.set_status(conn, value["job_id"], "running")
 
 

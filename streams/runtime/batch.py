@@ -442,9 +442,9 @@ class BatchProcessor:
             else:
                 outcome = "processed"
             metrics.MESSAGES.labels(self.stage.name, outcome).inc()
-            if outcome == "processed":
+            if outcome != "dead_lettered":  # dead letters were logged when made
                 log.info(
-                    "processed",
+                    outcome.replace("_", "-"),
                     extra={
                         **job_fields(item),
                         "stage": self.stage.name,

@@ -107,7 +107,10 @@ def test_rejections_fail_their_jobs_and_never_block_the_partition(
         job = media_pipeline.wait_job(job_id, ("failed",))
         assert (job["error_stage"], job["error_reason"]) == ("ingest", reason), job
         assert len(job["error_message"]) > 10, job
-    assert media_pipeline.wait_job(good, ("running",))["status"] == "running"
+    landed = media_pipeline.wait_job(good, ("running",))
+    assert landed["status"] == "running"
+    # It came from Kafka: the gateway's outbox relay must not take it for unsent.
+    assert landed["published_at"] is not None
     by_job = {m["job_id"]: m for m in media_pipeline.read("ingested", 2)}
     assert set(by_job) == {fetched, good}
     copied, ingested = by_job[fetched], by_job[good]

@@ -4,6 +4,7 @@ one output and one cost event, and a redelivery costs nothing twice."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 
 from tests.fixtures.kafka import consume_from
@@ -75,4 +76,25 @@ def test_worker_logs_json_with_job_context_and_serves_prometheus_metrics(
         "vidinsight_stage_last_commit_timestamp_seconds",
     ):
         assert name in text
+    assert worker.terminate() == 0
+
+
+def test_without_faults_every_output_and_dead_letter_is_written_exactly_once(
+    echo_pipeline: EchoPipeline,
+) -> None:
+    jobs = new_job_ids(12)
+    failing = new_job_ids(2)
+    for job_id in jobs:
+        echo_pipeline.submit(job_id)
+    for job_id in failing:
+        echo_pipeline.submit(job_id, fail="permanent")
+    worker = echo_pipeline.start_worker("w1")
+    echo_pipeline.wait_finished([*jobs, failing[0], failing[1]])
+    time.sleep(12)  # past a stall check and a few idle poll rounds: nothing may come again
+    bootstrap = echo_pipeline.settings.kafka_bootstrap
+    outputs = consume_from(bootstrap, echo_pipeline.topics["output"], 100, timeout=6)
+    letters = consume_from(bootstrap, echo_pipeline.topics["dlq"], 100, timeout=4)
+    assert len(outputs) == len(jobs) + len(failing)  # results and failure announcements
+    assert len(letters) == len(failing)
+    assert echo_pipeline.executions([*jobs, *failing]) == {j: 1 for j in [*jobs, *failing]}
     assert worker.terminate() == 0
