@@ -79,10 +79,5 @@ test: lint
 	fi
 
 demo: up
-	@echo "demo: the local stack is up (PostgreSQL, Kafka, schema registry); preparing the platform:"
-	@$(VENV)/bin/vidinsight db migrate
-	@$(VENV)/bin/vidinsight topics apply
-	@$(VENV)/bin/vidinsight topics list
-	@echo "demo: the stage runtime is in place (vidinsight worker, vidinsight dlq); the media,"
-	@echo "demo: inference and gateway stages are not built yet, so no video runs end to end here."
+	@deploy/local/demo.sh
 

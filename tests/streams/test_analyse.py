@@ -31,9 +31,11 @@ from sinks.scenes import save_scenes
 from sinks.stage_runs import runs_for_job
 from sinks.transcripts import record_chunk
 from streams.analyse import build as build_analyse
+from streams.runtime.dead_letter import header_map
 from streams.runtime.stage import Stage
 from streams.synthesise import build as build_synthesise
 from tests.fixtures.kafka import TopicFactory, consume_from, produce_to
+from tests.fixtures.openai_server import OpenAIServer, ScriptedReply
 from tests.fixtures.workers import WorkerProcess, start_stage
 from tests.media.test_captions import assert_within_limits, parse_srt, parse_vtt, words_of
 from vidinsight.settings import Settings
@@ -94,12 +96,13 @@ class AnalysisPipeline:
             "synthesise": {"input": t["done"], "output": t["completed"], **common},
         }
 
-    def start(self, stage: str) -> None:
+    def start(self, stage: str, **extra: str) -> None:
         env = {
             **os.environ,
             TOPICS_ENV: json.dumps(self.stage_topics()),
             GROUP_ENV: self.group,
             "VI_STALL_CHECK_INTERVAL_SECONDS": "1",
+            **extra,
         }
         log_path = self.log_dir / f"{stage}.log"
         ref = f"tests.streams.test_analyse:{stage}_from_env"
@@ -343,3 +346,37 @@ def _synthesised(pool: Pool, job_id: str) -> bool:
             run["stage"] == "synthesise" and run["status"] == "succeeded"
             for run in runs_for_job(conn, job_id)
         )
+
+
+def test_an_llm_that_keeps_answering_invalid_json_is_retried_then_dead_lettered(
+    analysis_pipeline: AnalysisPipeline, openai_server: OpenAIServer
+) -> None:
+    """A hosted model (the local OpenAI-protocol server) that never returns valid JSON."""
+    pipeline = analysis_pipeline
+    model = "openai/gpt-4o-mini"
+    openai_server.always(ScriptedReply(content="this is not JSON at all"))
+    job_id = f"job-{uuid.uuid4()}"
+    customer_id = f"cus-{uuid.uuid4().hex[:8]}"
+    pipeline.store_transcript(job_id, customer_id)
+    pipeline.start(
+        "analyse",
+        VI_LLM_MODELS=json.dumps({"default": [model]}),
+        VI_LLM_API_BASES=json.dumps({model: openai_server.url}),
+        VI_LLM_API_KEY_ENVS=json.dumps({model: "VI_TEST_LLM_API_KEY"}),
+        VI_TEST_LLM_API_KEY="sk-test-not-a-real-key",
+        VI_LLM_INVALID_OUTPUT_RETRIES="1",
+        VI_LLM_RETRY_BACKOFF_INITIAL_SECONDS="0.01",
+    )
+    pipeline.announce(job_id, customer_id)
+
+    job = pipeline.wait_job(job_id, "failed")
+    assert (job["error_reason"], job["error_stage"]) == ("invalid_llm_output", "analyse")
+    assert len(openai_server.requests) == 2, "asked once, retried once, then given up"
+    name = pipeline.topics["dlq"]
+    letters = [
+        m
+        for m in consume_from(pipeline.settings.kafka_bootstrap, name, 5, timeout=5)
+        if (m.key() or b"").decode() == job_id
+    ]
+    assert len(letters) == 1
+    assert header_map(letters[0].headers())["vi-reason"] == "invalid_llm_output"
