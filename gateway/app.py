@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             relay.stop()
+            ctx.lag.close()
             ctx.analytics.close()
             ctx.publisher.close()
             ctx.pool.close()

@@ -5,6 +5,12 @@ When the ingest consumer group lags more than a configured number of messages be
 burst is shed at the door instead of stalling the queue. The lag is read with the
 Kafka AdminClient and cached for a few seconds, so a burst of requests costs the broker
 one query, not one per request.
+
+The group's committed offsets are read by a consumer that carries the group id but
+never subscribes (so it never joins the group), not by the AdminClient: librdkafka
+2.16's AdminClient ListConsumerGroupOffsets crashes the process (SIGSEGV in
+rd_kafka_cgrp_op) when the broker's offsets coordinator is still loading, as it is on
+a fresh cluster; the consumer's own offset fetch handles that answer.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import threading
 import time
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from vidinsight.settings import Settings
@@ -33,6 +39,14 @@ class LagMonitor:
         self._ttl = settings.gateway_lag_cache_seconds
         self._timeout = min(settings.admin_timeout_seconds, 5.0)
         self._lock = threading.Lock()
+        self._offsets_reader = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "client.id": "vidinsight-gateway-lag",
+            }
+        )
         self._value: int | None = None
         self._read_at = float("-inf")
 
@@ -74,7 +88,10 @@ class LagMonitor:
         return {tp.partition: f.result(self._timeout).offset for tp, f in futures.items()}
 
     def _committed(self, partitions: list[TopicPartition]) -> dict[int, int]:
-        request = [ConsumerGroupTopicPartitions(self._group, partitions)]
-        futures = self._admin.list_consumer_group_offsets(request, request_timeout=self._timeout)
-        result = futures[self._group].result(self._timeout)
-        return {tp.partition: tp.offset for tp in result.topic_partitions}
+        committed = self._offsets_reader.committed(partitions, timeout=self._timeout)
+        return {tp.partition: tp.offset for tp in committed}
+
+    def close(self) -> None:
+        """Let go of the offsets reader (it never joined the group, so nothing rebalances)."""
+        with self._lock:
+            self._offsets_reader.close()
