@@ -77,6 +77,14 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "amount_usd_micros": 4_321,
         "occurred_at_ms": 1_767_225_800_000,
     },
+    "BudgetEvent": {
+        "customer_id": "cust-acme",
+        "month": "2026-01",
+        "threshold": "warn",
+        "spend_usd_micros": 80_000_000,
+        "budget_usd_micros": 100_000_000,
+        "crossed_at_ms": 1_767_225_700_000,
+    },
     "DeadLetter": {
         "stage": "ingest",
         "job_id": None,

@@ -7,7 +7,7 @@
 : "${VI_GATEWAY_PORT:=8000}"
 export VI_GATEWAY_PORT
 
-add_service gateway
+[ "${VI_STACK_PLATFORM:-1}" = 1 ] && add_service gateway
 start_gateway() { spawn gateway "$REPO_ROOT" "$REPO_ROOT/.venv/bin/vidinsight" gateway; }
 health_gateway() {
     timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$VI_GATEWAY_PORT; printf 'GET /healthz HTTP/1.0\r\n\r\n' >&3; grep -q '\"ok\"' <&3" 2>/dev/null

@@ -8,6 +8,12 @@
 # position below, so a scrape configuration can name them.
 
 : "${VI_METRICS_PORT_BASE:=9101}"
+: "${VI_STACK_PLATFORM:=1}" # 0: the infrastructure alone (PostgreSQL, Kafka, the registry)
+# The platform's processes talk to this stack, wherever its ports were moved.
+: "${VI_KAFKA_BOOTSTRAP:=127.0.0.1:$VI_KAFKA_PORT}"
+: "${VI_REGISTRY_URL:=http://127.0.0.1:$VI_REGISTRY_PORT/apis/ccompat/v7}"
+: "${VI_DATABASE_URL:=postgresql://vidinsight:vidinsight@127.0.0.1:$VI_POSTGRES_PORT/vidinsight}"
+export VI_KAFKA_BOOTSTRAP VI_REGISTRY_URL VI_DATABASE_URL
 VI_BIN="$REPO_ROOT/.venv/bin/vidinsight"
 PLATFORM_STAGES=(ingest preprocess transcribe analyse synthesise notify)
 
@@ -34,7 +40,7 @@ define_worker() {
 
 platform_index=0
 for platform_stage in "${PLATFORM_STAGES[@]}"; do
-    if stage_built "$platform_stage"; then
+    if [ "$VI_STACK_PLATFORM" = 1 ] && stage_built "$platform_stage"; then
         define_worker "$platform_stage" $((VI_METRICS_PORT_BASE + platform_index))
     fi
     platform_index=$((platform_index + 1))
@@ -42,7 +48,7 @@ done
 unset platform_stage platform_index
 
 # The cost aggregator (Faust): vi.costs into the ledger and spend tables.
-if [ -f "$REPO_ROOT/streams/costs/__init__.py" ]; then
+if [ "$VI_STACK_PLATFORM" = 1 ] && [ -f "$REPO_ROOT/streams/costs/__init__.py" ]; then
     add_service costs
     costs_port=$((VI_METRICS_PORT_BASE + ${#PLATFORM_STAGES[@]}))
     eval "start_costs() { VI_METRICS_PORT=$costs_port spawn costs \"\$REPO_ROOT\" \"\$VI_BIN\" costs-aggregator; }"
