@@ -3,29 +3,59 @@ same end state as a run without the kill: results, outputs (by key) and cost led
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 
 import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from sinks import ledger
 from sinks.db import Pool
 from streams.runtime.failpoints import Failpoint
-from tests.fixtures.kafka import consume_from
 from tests.fixtures.workers import EchoPipeline, new_job_ids
 from tests.streams.runtime.echo_stage import COST_USD_MICROS
 
 JOBS = 6
 
 
+def read_to_end(bootstrap: str, topic: str) -> list[Message]:
+    """Every message of ``topic`` up to its current end: assigned, so no group join to wait for."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends, start = {}, []
+        for p in partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high > low:
+                ends[p] = high
+                start.append(TopicPartition(topic, p, low))
+        consumer.assign(start)
+        messages: list[Message] = []
+        deadline = time.monotonic() + 30
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is None or message.error() is not None:
+                continue
+            messages.append(message)
+            if (message.offset() or 0) + 1 >= ends.get(message.partition() or 0, 0):
+                ends.pop(message.partition() or 0, None)
+        assert not ends, f"{topic}: partitions {sorted(ends)} not read to their end in 30 s"
+        return messages
+    finally:
+        consumer.close()
+
+
 def end_state(pipeline: EchoPipeline, jobs: list[str], pool: Pool) -> dict[str, object]:
     """What a user of the stage can observe once every job is finished."""
     bootstrap = pipeline.settings.kafka_bootstrap
     outputs: dict[str, set[bytes]] = defaultdict(set)
-    for message in consume_from(bootstrap, pipeline.topics["output"], 10 * JOBS, timeout=4):
+    for message in read_to_end(bootstrap, pipeline.topics["output"]):
         outputs[bytes(message.key() or b"").decode()].add(bytes(message.value() or b""))
     costs = [
         pipeline.codec.decode(pipeline.topics["costs"], m.value())
-        for m in consume_from(bootstrap, pipeline.topics["costs"], 10 * JOBS, timeout=3)
+        for m in read_to_end(bootstrap, pipeline.topics["costs"])
     ]
     with pool.connection() as conn:
         ledger.record_cost_events(conn, [ledger.CostEvent.from_record(c) for c in costs])
