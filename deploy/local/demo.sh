@@ -71,16 +71,20 @@ JOB="$(curl -sf "${AUTH[@]}" -H "Content-Type: application/json" -d "{\"upload_i
 JOB_ID="$(json_field "['job_id']" <<<"$JOB")"
 say "job $JOB_ID submitted; following it (GET /v1/jobs/$JOB_ID):"
 
+PROGRESS_PY="$(
+    cat <<'PY'
+import json, sys
+v = json.load(sys.stdin)
+stages = " ".join(f"{name}:{s['status']}" for name, s in v["stages"].items())
+print(f"{v['status']:9} {round(100 * v['progress']):3d}%  {stages}")
+PY
+)"
 STATUS=queued
 LAST=""
 for _ in $(seq 1 600); do
     VIEW="$(curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID")"
     STATUS="$(json_field "['status']" <<<"$VIEW")"
-    LINE="$("$PY" -c '
-import json, sys
-v = json.load(sys.stdin)
-stages = " ".join(f"{name}:{s[\"status\"]}" for name, s in v["stages"].items())
-print(f"{v[\"status\"]:9} {round(100 * v[\"progress\"]):3d}%  {stages}")' <<<"$VIEW")"
+    LINE="$("$PY" -c "$PROGRESS_PY" <<<"$VIEW")"
     [ "$LINE" != "$LAST" ] && say "  $LINE"
     LAST="$LINE"
     case "$STATUS" in completed | failed | cancelled) break ;; esac
