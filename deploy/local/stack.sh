@@ -291,12 +291,7 @@ preflight_postgres() {
     if ! grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf; then
         echo 'create_main_cluster = false' >>/etc/postgresql-common/createcluster.conf
     fi
-    local apt_opts=(-y -q -o Dpkg::Options::=--force-confold)
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" postgresql-15 >/dev/null; then
-        apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" postgresql-15 >/dev/null ||
-            die "could not install postgresql-15 with apt-get"
-    fi
+    apt_install postgresql-15
 }
 
 install_postgres() {
@@ -520,17 +515,23 @@ release_lock() {
     LOCKED=0
 }
 
+# Install Debian packages (as root), refreshing the package lists once if the first try fails.
+# --force-confold keeps configuration we wrote before the install (postgresql-common's).
+apt_install() {
+    local apt_opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confold)
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "$@" >/dev/null; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "$@" >/dev/null ||
+            die "could not install $* with apt-get"
+    fi
+}
+
 # Test media is generated with espeak-ng (speech with a known script); install it when missing.
 preflight_media_tools() {
     command -v espeak-ng >/dev/null && return 0
     is_root || die "espeak-ng not found (the media tests synthesise speech with it): install espeak-ng (as root)"
     say "media: installing espeak-ng from Debian's packages"
-    local apt_opts=(-y -q --no-install-recommends)
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" espeak-ng >/dev/null; then
-        apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" espeak-ng >/dev/null ||
-            die "could not install espeak-ng with apt-get"
-    fi
+    apt_install espeak-ng
 }
 
 preflight_all() {
