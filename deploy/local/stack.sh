@@ -516,14 +516,21 @@ release_lock() {
 }
 
 # Install Debian packages (as root), refreshing the package lists once if the first try fails.
-# --force-confold keeps configuration we wrote before the install (postgresql-common's).
+# --force-confold keeps configuration we wrote before the install (postgresql-common's). A
+# policy-rc.d that answers 101 stops the packages' init scripts from starting daemons of their
+# own (prometheus would listen on 9090): every process here is started, and stopped, by pid.
 apt_install() {
     local apt_opts=(-y -q --no-install-recommends -o Dpkg::Options::=--force-confold)
+    local policy=/usr/sbin/policy-rc.d ours=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && ours=1
+    fi
     if ! DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "$@" >/dev/null; then
         apt-get update -q >/dev/null
-        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "$@" >/dev/null ||
-            die "could not install $* with apt-get"
+        DEBIAN_FRONTEND=noninteractive apt-get install "${apt_opts[@]}" "$@" >/dev/null || rc=1
     fi
+    [ "$ours" = 0 ] || rm -f "$policy"
+    [ "$rc" = 0 ] || die "could not install $* with apt-get"
 }
 
 # Test media is generated with espeak-ng (speech with a known script); install it when missing.
@@ -532,6 +539,20 @@ preflight_media_tools() {
     is_root || die "espeak-ng not found (the media tests synthesise speech with it): install espeak-ng (as root)"
     say "media: installing espeak-ng from Debian's packages"
     apt_install espeak-ng
+}
+
+# The browser test drives Debian's chromium through chromedriver; the observability test runs
+# Debian's prometheus (and promtool). Only `with` (the test runner) needs them.
+TEST_PACKAGES=(chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver prometheus:/usr/bin/prometheus)
+preflight_test_tools() {
+    local entry missing=()
+    for entry in "${TEST_PACKAGES[@]}"; do
+        [ -x "${entry#*:}" ] || missing+=("${entry%%:*}")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    is_root || die "${missing[*]} not found (the browser and Prometheus tests need them): install them (as root)"
+    say "tests: installing ${missing[*]} from Debian's packages"
+    apt_install "${missing[@]}"
 }
 
 preflight_all() {
@@ -613,6 +634,7 @@ cmd_with() {
     [ $# -gt 0 ] || die "with: which command? (stack.sh with pytest ...)"
     take_lock
     preflight_all
+    preflight_test_tools
     local svc started=() rc=0 i
     for svc in "${INFRA_SERVICES[@]}"; do
         if ! service_health "$svc"; then
