@@ -1,4 +1,5 @@
-"""``vidinsight topics apply|list``: make the cluster match the catalogue, or show the drift."""
+"""``vidinsight topics apply|list|render``: make the cluster match the catalogue, show the
+drift, or render the catalogue as Kubernetes resources."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 from schemas.registry import registry_client
 from topics.admin import RDKAFKA_LOGGER, TopicState, admin_client, apply, describe
 from topics.catalogue import catalogue
+from topics.strimzi import DEFAULT_CLUSTER, render
 from vidinsight.errors import VidinsightError
-from vidinsight.settings import get_settings
+from vidinsight.settings import Settings, get_settings
 
 
 def register(subparsers: Any) -> None:
-    """Add ``topics`` with its ``apply`` and ``list`` subcommands."""
+    """Add ``topics`` with its ``apply``, ``list`` and ``render`` subcommands."""
     settings = get_settings()
     parser = subparsers.add_parser("topics", help="create and reconcile the topic catalogue")
     actions = parser.add_subparsers(dest="topics_command", required=True)
@@ -27,6 +29,34 @@ def register(subparsers: Any) -> None:
         action.add_argument("--bootstrap", default=settings.kafka_bootstrap, help="Kafka bootstrap")
         action.add_argument("--registry-url", default=settings.registry_url, help="schema registry")
         action.set_defaults(func=func)
+    _register_render(actions, settings)
+
+
+def _register_render(actions: Any, settings: Settings) -> None:
+    """``topics render --k8s``: sizes default to the settings, so an overlay can ask for others."""
+    action = actions.add_parser("render", help="print the catalogue as Kubernetes resources")
+    action.add_argument(
+        "--k8s",
+        action="store_true",
+        required=True,
+        help="Strimzi KafkaTopic resources (the one format so far)",
+    )
+    action.add_argument(
+        "--partitions",
+        type=int,
+        default=settings.topic_partitions,
+        help="partitions of a pipeline topic (default VI_TOPIC_PARTITIONS)",
+    )
+    action.add_argument(
+        "--replication-factor",
+        type=int,
+        default=settings.topic_replication_factor,
+        help="replicas of every topic (default VI_TOPIC_REPLICATION_FACTOR)",
+    )
+    action.add_argument(
+        "--cluster", default=DEFAULT_CLUSTER, help="the Strimzi Kafka cluster the topics belong to"
+    )
+    action.set_defaults(func=run_render)
 
 
 def _quiet_logging() -> None:
@@ -60,6 +90,21 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(format_table(rows))
+    return 0
+
+
+def run_render(args: argparse.Namespace) -> int:
+    """Print the KafkaTopic YAML of the catalogue sized by the arguments; no cluster is asked."""
+    if args.partitions < 1 or args.replication_factor < 1:
+        print("error: --partitions and --replication-factor must be at least 1", file=sys.stderr)
+        return 2
+    sized = get_settings().model_copy(
+        update={
+            "topic_partitions": args.partitions,
+            "topic_replication_factor": args.replication_factor,
+        }
+    )
+    sys.stdout.write(render(catalogue(sized), cluster=args.cluster))
     return 0
 
 
