@@ -22,6 +22,7 @@ def register(subparsers: Any) -> None:
     commands = parser.add_subparsers(dest="costs_command", required=True)
     report = commands.add_parser("report", help="spend by stage, job, day or model")
     report.add_argument("--customer", help="only this customer")
+    report.add_argument("--job", help="only this job")
     report.add_argument("--from", dest="from_day", type=date.fromisoformat, help="first UTC day")
     report.add_argument("--to", dest="to_day", type=date.fromisoformat, help="last UTC day")
     report.add_argument("--by", choices=DIMENSIONS, default="stage")
@@ -44,7 +45,7 @@ def run_report(args: argparse.Namespace) -> int:
     """Print the report; exit 2 with one line on stderr if the database is unreachable."""
     try:
         with connect(get_settings()) as conn:
-            rows = spend_report(conn, args.by, args.customer, args.from_day, args.to_day)
+            rows = spend_report(conn, args.by, args.customer, args.from_day, args.to_day, args.job)
     except VidinsightError as exc:
         print(f"vidinsight costs report: {exc}", file=sys.stderr)
         return 2

@@ -145,7 +145,8 @@ def _complete_with(
     key = cache_key(model, messages, parameters)
     cached = _cached_answer(pool, key)
     if cached is not None:
-        return LLMResult(response_model.model_validate(cached), model, True, [])
+        hit = _cache_hit_event(model, context, task, key)
+        return LLMResult(response_model.model_validate(cached), model, True, [hit])
     events: list[dict[str, Any]] = []
     conversation = mark_cacheable_prefix(model, messages)
     for attempt in range(settings.llm_invalid_output_retries + 1):
@@ -339,6 +340,34 @@ def _correction(reply: str, error: ValidationError) -> list[Message]:
     ]
 
 
+def _event_base(model: str, context: LLMContext, event_key: str) -> dict[str, Any]:
+    """The fields every LLM cost event shares; the id is derived from ``event_key``."""
+    provider, model_name = split_model(model)
+    return {
+        "event_id": str(uuid.uuid5(_EVENT_NAMESPACE, event_key)),
+        "customer_id": context.customer_id,
+        "job_id": context.job_id,
+        "stage": context.stage,
+        "provider": provider,
+        "model": model_name,
+        "input_tokens": 0,
+        "cached_tokens": 0,
+        "output_tokens": 0,
+        "occurred_at_ms": int(time.time() * 1000),
+    }
+
+
+def _cache_hit_event(model: str, context: LLMContext, task: str, key: str) -> dict[str, Any]:
+    """A zero-cost line for an answer served from the response cache.
+
+    The stage did its work for free, and the job's cost breakdown still shows it (one
+    request, $0) rather than leaving a stage out as if it had not run.
+    """
+    event = _event_base(model, context, f"{context.job_id}:{context.stage}:{task}:{key}:cached")
+    event.update(unit="requests", quantity=1.0, amount_usd_micros=0)
+    return event
+
+
 def _cost_event(
     model: str,
     response: Any,
@@ -355,19 +384,7 @@ def _cost_event(
     that makes the same call again produces the same event and is charged once.
     """
     provider, model_name = split_model(model)
-    event_key = f"{context.job_id}:{context.stage}:{task}:{key}:{attempt}"
-    event: dict[str, Any] = {
-        "event_id": str(uuid.uuid5(_EVENT_NAMESPACE, event_key)),
-        "customer_id": context.customer_id,
-        "job_id": context.job_id,
-        "stage": context.stage,
-        "provider": provider,
-        "model": model_name,
-        "input_tokens": 0,
-        "cached_tokens": 0,
-        "output_tokens": 0,
-        "occurred_at_ms": int(time.time() * 1000),
-    }
+    event = _event_base(model, context, f"{context.job_id}:{context.stage}:{task}:{key}:{attempt}")
     if provider in _COMPUTE_PROVIDERS:
         seconds = response._hidden_params.get("compute_seconds", compute_seconds)
         usage = {"compute_seconds": seconds}

@@ -12,4 +12,6 @@ pytest_plugins = [
     "tests.fixtures.workers",
     "tests.fixtures.openai_server",
     "tests.fixtures.media",
+    "tests.fixtures.meeting",
+    "tests.fixtures.platform",
 ]

@@ -1,9 +1,10 @@
 """The spend report behind ``vidinsight costs report``: spend grouped by one dimension.
 
-Without a date range each dimension is read from its spend table, the aggregate that
-the gateway and dashboards read too; a range needs per-event times, so then the ledger
-itself is grouped (the spend tables for stage, job and model keep no time). Both are
-written in one transaction and sum to each other (invariant I5).
+Without a date range or a job each dimension is read from its spend table, the aggregate
+that the gateway and dashboards read too; a range needs per-event times and a job filter
+per-event jobs, so then the ledger itself is grouped (the spend tables for stage, job and
+model keep no time, and only ``spend_job`` keeps the job). Both are written in one
+transaction and sum to each other (invariant I5).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ _LEDGER_SQL = (
     " GROUP BY 1, 2"
 )
 _CUSTOMER = "(%(customer)s::text IS NULL OR customer_id = %(customer)s)"
+_JOB = "(%(job)s::text IS NULL OR job_id = %(job)s)"
 
 
 def spend_report(
@@ -49,14 +51,15 @@ def spend_report(
     customer_id: str | None = None,
     from_day: date | None = None,
     to_day: date | None = None,
+    job_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of (customer_id, key, amount_usd_micros, event_count), ordered; days inclusive."""
     if by not in DIMENSIONS:
         raise ValueError(f"unknown dimension {by!r}; known: {', '.join(DIMENSIONS)}")
     ranged = from_day is not None or to_day is not None
-    if by == "day" or not ranged:
+    if job_id is None and (by == "day" or not ranged):
         sql = _SPEND_TABLE_SQL[by].format(where=_CUSTOMER)
     else:
-        sql = _LEDGER_SQL.format(key=_LEDGER_KEY[by], where=_CUSTOMER)
-    params = {"customer": customer_id, "from": from_day, "to": to_day}
+        sql = _LEDGER_SQL.format(key=_LEDGER_KEY[by], where=f"{_CUSTOMER} AND {_JOB}")
+    params = {"customer": customer_id, "from": from_day, "to": to_day, "job": job_id}
     return conn.execute(f"{sql} ORDER BY 1, 2", params).fetchall()

@@ -300,7 +300,9 @@ def test_repeated_request_is_served_from_the_cache_for_free(
     assert len(openai_server.requests) == 1
     assert first.cost_events[0]["amount_usd_micros"] > 0
     assert second.cached
-    assert second.cost_events == []
+    [hit] = second.cost_events
+    assert (hit["unit"], hit["quantity"], hit["amount_usd_micros"]) == ("requests", 1.0, 0)
+    assert hit["event_id"] != first.cost_events[0]["event_id"]
     assert second.value == first.value
 
 
