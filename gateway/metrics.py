@@ -1,14 +1,63 @@
-"""The gateway's Prometheus metrics (module-level: one registry per process)."""
+"""The gateway's Prometheus metrics (module-level: one registry per process).
+
+Besides its own requests, the gateway exports the jobs still in flight, read from the
+jobs table when Prometheus scrapes: it is the one always-on process that holds a
+database pool and no pipeline partition, so a stuck job is visible even when the
+stage that should move it is the one that is down.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from sinks.db import Pool
+from sinks.jobs import in_flight_by_status
+
+log = logging.getLogger(__name__)
+
+# A scrape must not hang on a busy pool or a slow database: waiting for a connection and
+# the jobs query each give up after this.
+JOBS_QUERY_TIMEOUT_MS = 2000
 
 REQUESTS = Histogram(
-    "vi_gateway_request_seconds",
+    "vidinsight_gateway_request_duration_seconds",
     "Gateway request latency by route template, method and status",
     ["route", "method", "status"],
 )
-JOBS_SUBMITTED = Counter("vi_gateway_jobs_submitted_total", "Jobs accepted by the gateway")
-SHED = Counter("vi_gateway_shed_total", "Submissions refused at the door, by cause", ["cause"])
-UPLOADED_BYTES = Counter("vi_gateway_uploaded_bytes_total", "Bytes of media uploaded")
+JOBS_SUBMITTED = Counter("vidinsight_gateway_jobs_submitted_total", "Jobs accepted by the gateway")
+SHED = Counter(
+    "vidinsight_gateway_shed_total",
+    "Submissions refused at the door, by cause (backpressure: 503, quota: 429)",
+    ["cause"],
+)
+UPLOADED_BYTES = Counter("vidinsight_gateway_uploaded_bytes_total", "Bytes of media uploaded")
+JOBS_IN_FLIGHT = Gauge(
+    "vidinsight_jobs_in_flight",
+    "Jobs queued or running, read from the jobs table at scrape time",
+    ["status"],
+)
+JOBS_OLDEST_SECONDS = Gauge(
+    "vidinsight_jobs_oldest_in_flight_seconds",
+    "Seconds the oldest queued or running job has spent in its status (0 when none)",
+    ["status"],
+)
+
+
+def observe_jobs(pool: Pool) -> None:
+    """Refresh the in-flight gauges from PostgreSQL; on failure keep the last values.
+
+    A failed read is logged, not raised: the rest of the metrics (request errors among
+    them) matter most exactly when the database is in trouble.
+    """
+    try:
+        with pool.connection(timeout=JOBS_QUERY_TIMEOUT_MS / 1000) as conn, conn.transaction():
+            conn.execute(f"SET LOCAL statement_timeout = {JOBS_QUERY_TIMEOUT_MS}")
+            by_status = in_flight_by_status(conn)
+    except Exception as exc:
+        log.warning("could not read jobs in flight for metrics: %s", exc)
+        return
+    for status, (count, oldest_seconds) in by_status.items():
+        JOBS_IN_FLIGHT.labels(status).set(count)
+        JOBS_OLDEST_SECONDS.labels(status).set(oldest_seconds)

@@ -254,3 +254,19 @@ def mark_many_published(conn: Connection, job_ids: list[str]) -> int:
         (job_ids,),
     ).fetchall()
     return len(rows)
+
+
+def in_flight_by_status(conn: Connection) -> dict[str, tuple[int, float]]:
+    """For queued and running jobs: how many there are and the longest time one has sat there.
+
+    The gateway exports both on every scrape so an alert can name jobs that stopped
+    moving (a lost message, a hung handler) without reading the logs. Seconds count
+    from the last status change, so a replayed job starts afresh.
+    """
+    rows = conn.execute(
+        "SELECT status, count(*) AS n,"
+        " coalesce(extract(epoch FROM now() - min(updated_at)), 0)::float8 AS oldest_seconds"
+        " FROM jobs WHERE status IN ('queued', 'running') GROUP BY status"
+    ).fetchall()
+    found = {str(r["status"]): (int(r["n"]), float(r["oldest_seconds"])) for r in rows}
+    return {status: found.get(status, (0, 0.0)) for status in ("queued", "running")}

@@ -16,6 +16,7 @@ from sinks.db import Pool, create_pool, transaction
 from sinks.jobs import get_job
 from sinks.webhooks import WebhookPolicy, deliver, job_event
 from streams.ingest import with_private_topics
+from streams.runtime import metrics
 from streams.runtime.stage import Inbound, Stage, StageResult
 from telemetry.analytics import JOB_COMPLETED, JOB_FAILED, Analytics
 from topics.catalogue import STAGES
@@ -51,12 +52,21 @@ def notify(inbound: Inbound) -> StageResult:
             event,
             WebhookPolicy.from_settings(get_settings()),
         )
+    _count_end(ended["status"], job)
     _analytics().capture(
         JOB_COMPLETED if ended["status"] == "completed" else JOB_FAILED,
         ended["customer_id"],
         {"job_id": ended["job_id"], "status": ended["status"], "reason": ended.get("reason")},
     )
     return StageResult()
+
+
+def _count_end(status: str, job: Mapping[str, Any] | None) -> None:
+    """Jobs out, and how long each took from acceptance to its end (the pipeline's latency)."""
+    metrics.JOBS_ENDED.labels(status).inc()
+    if job is not None and job.get("completed_at") and job.get("created_at"):
+        elapsed = job["completed_at"] - job["created_at"]
+        metrics.JOB_SECONDS.labels(status).observe(elapsed.total_seconds())
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:

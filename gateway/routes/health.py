@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from gateway import metrics
 from gateway.api_errors import ApiError, responses
 from gateway.context import Context, GatewayContext
 from sinks.db import transaction
@@ -81,6 +82,7 @@ def _check_registry(ctx: GatewayContext) -> str:
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
 )
-def prometheus_metrics() -> Response:
+def prometheus_metrics(ctx: Context) -> Response:
     """Prometheus metrics of this process in the text exposition format."""
+    metrics.observe_jobs(ctx.pool)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -142,12 +142,14 @@ def encode_budget_event(codec: Codec, topic: str, crossing: Crossing) -> bytes:
 def _observe(app: faust.App, outcome: BatchOutcome, events: Sequence[EventT]) -> None:
     """Metrics and one log line per crossing (the record of a batch is PostgreSQL's)."""
     for event in outcome.new:
-        metrics.SPEND_USD_MICROS.labels(event.customer_id, event.stage).inc(event.amount_usd_micros)
+        metrics.SPEND_USD_MICROS.labels(
+            event.customer_id, event.stage, event.provider, event.model
+        ).inc(event.amount_usd_micros)
     metrics.EVENTS.inc(len(outcome.new))
     metrics.DUPLICATES.inc(outcome.duplicates)
     metrics.UNDECODABLE.inc(outcome.undecodable)
     for crossing in outcome.crossings:
-        metrics.BUDGET_CROSSINGS.labels(crossing.threshold).inc()
+        metrics.BUDGET_CROSSINGS.labels(crossing.status.customer_id, crossing.threshold).inc()
         log.warning(
             "budget threshold %s crossed",
             crossing.threshold,

@@ -56,3 +56,17 @@ REBALANCES = Counter(
     "Partitions assigned to or revoked from this worker, by event (assigned, revoked, lost).",
     ["stage", "event"],
 )
+
+# Jobs, as opposed to messages: notify reads every job's end (completed from synthesise,
+# failed from any stage's dead letter), so it counts jobs out once per end state.
+JOBS_ENDED = Counter(
+    "vidinsight_jobs_ended_total",
+    "Jobs that reached an end state, counted by notify, by status (completed, failed).",
+    ["status"],
+)
+JOB_SECONDS = Histogram(
+    "vidinsight_job_duration_seconds",
+    "Time from a job's acceptance to its end state, by status.",
+    ["status"],
+    buckets=(5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200),
+)

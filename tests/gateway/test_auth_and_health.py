@@ -107,8 +107,9 @@ def test_probes_and_metrics(gateway: RunningGateway, customer: Customer) -> None
         client.get("/v1/jobs", headers=customer.headers)
         exposition = client.get("/metrics")
     assert exposition.status_code == 200
-    assert 'vi_gateway_request_seconds_count{method="GET",route="/v1/jobs",status="200"}' in (
-        exposition.text
+    assert (
+        'vidinsight_gateway_request_duration_seconds_count{method="GET",route="/v1/jobs",status="200"}'
+        in (exposition.text)
     )
 
 

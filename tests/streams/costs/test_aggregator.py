@@ -56,17 +56,17 @@ def test_each_event_sent_twice_is_counted_once(costs: CostsHarness) -> None:
     produce_to(costs.settings.kafka_bootstrap, costs.costs_topic, b"not avro", key=customers[0])
     costs.send(events)  # every event again: same ids, new Kafka messages
     costs.wait_until(
-        lambda: metric(port, "vi_costs_duplicates_dropped_total") >= len(events),
+        lambda: metric(port, "vidinsight_costs_duplicates_dropped_total") >= len(events),
         "every repeat seen by the aggregator",
     )
     assert costs.ledger_count(customers) == len(events)
     assert costs.ledger(customers) == _expected(events)
-    assert metric(port, "vi_costs_events_total") == len(events)
-    assert metric(port, "vi_costs_duplicates_dropped_total") == len(events)
-    spend = metric(port, "vi_costs_spend_usd_micros_total")
+    assert metric(port, "vidinsight_costs_events_total") == len(events)
+    assert metric(port, "vidinsight_costs_duplicates_dropped_total") == len(events)
+    spend = metric(port, "vidinsight_costs_spend_usd_micros_total")
     assert spend == sum(_expected(events).values())
-    assert metric(port, "vi_costs_undecodable_total") == 1  # skipped, not blocking
-    assert metric(port, "vi_costs_consumer_lag_messages") == 0
+    assert metric(port, "vidinsight_costs_undecodable_total") == 1  # skipped, not blocking
+    assert metric(port, "vidinsight_costs_consumer_lag_messages") == 0
     assert [line for line in aggregator.log_lines() if "unparsed" in line] == []  # JSON only
     assert_spend_tables_sum_to_ledger(costs.pool, customers)
 
@@ -86,7 +86,7 @@ def test_sigkill_mid_stream_and_restart_leaves_every_total_unchanged(costs: Cost
     second, port = costs.start()
     costs.wait_until(lambda: costs.ledger_count(customers) == len(events), "all events recorded")
     costs.wait_until(
-        lambda: metric(port, "vi_costs_duplicates_dropped_total") >= 200, "the resent ones"
+        lambda: metric(port, "vidinsight_costs_duplicates_dropped_total") >= 200, "the resent ones"
     )
     assert costs.ledger(customers) == _expected(events)
     assert costs.ledger_count(customers) == len(events)
