@@ -19,7 +19,7 @@ from gateway.backpressure import LagMonitor
 from gateway.context import GatewayContext, jobs_topic
 from gateway.firebase import FirebaseVerifier
 from gateway.outbox import Publisher, Relay
-from gateway.routes import events, health, jobs, results, spend, uploads
+from gateway.routes import events, health, jobs, pages, results, spend, uploads
 from schemas.codec import Codec
 from sinks.blobs import BlobStore
 from sinks.db import create_pool
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    for module in (health, uploads, jobs, events, results, spend):
+    for module in (health, uploads, jobs, events, results, spend, pages):
         app.include_router(module.router)
     app.add_middleware(RequestMetrics)
     return app
