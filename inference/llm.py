@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import litellm
@@ -32,7 +32,14 @@ from inference.extractive import register_extractive_provider
 from inference.pricing import PriceBook, load_pricing
 from sinks.db import Pool, transaction
 from sinks.llm_cache import get_cached, put_cached
-from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.errors import (
+    COST_EVENTS_ATTRIBUTE,
+    PermanentError,
+    Reason,
+    TransientError,
+    attach_costs,
+    costs_of,
+)
 from vidinsight.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -73,7 +80,7 @@ class InvalidLLMOutputError(PermanentError):
 
     def __init__(self, message: str, cost_events: list[dict[str, Any]]) -> None:
         super().__init__(Reason.INVALID_LLM_OUTPUT, message)
-        self.cost_events = cost_events
+        attach_costs(self, cost_events)
 
 
 def complete(
@@ -97,9 +104,10 @@ def complete(
     prices = prices or load_pricing()
     register_extractive_provider()
     last_error: TransientError | None = None
+    paid: list[dict[str, Any]] = []  # by models that then became unavailable
     for model in _models_for(task, context, over_budget, settings):
         try:
-            return _complete_with(
+            result = _complete_with(
                 model, task, list(messages), response_model, context, pool, prices, settings
             )
         except TransientError as exc:
@@ -107,8 +115,15 @@ def complete(
                 "model unavailable, trying the next one",
                 extra={"model": model, "task": task, "reason": exc.reason.value},
             )
+            paid += [dict(event) for event in costs_of(exc)]
             last_error = exc
+            continue
+        except Exception as exc:
+            attach_costs(exc, paid)
+            raise
+        return replace(result, cost_events=[*paid, *result.cost_events])
     assert last_error is not None  # _models_for never returns an empty list
+    setattr(last_error, COST_EVENTS_ATTRIBUTE, paid)  # every model's, its own included
     raise last_error
 
 
@@ -150,7 +165,11 @@ def _complete_with(
     events: list[dict[str, Any]] = []
     conversation = mark_cacheable_prefix(model, messages)
     for attempt in range(settings.llm_invalid_output_retries + 1):
-        response, seconds = _call_with_retries(model, conversation, parameters, settings)
+        try:
+            response, seconds = _call_with_retries(model, conversation, parameters, settings)
+        except Exception as exc:
+            attach_costs(exc, events)  # the invalid replies before this failure were paid
+            raise
         events.append(_cost_event(model, response, seconds, context, task, key, attempt, prices))
         reply = _reply_text(response)
         try:

@@ -37,6 +37,7 @@ from sinks.transcripts import job_chunks
 from streams.ingest import with_private_topics
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
 from topics.catalogue import STAGES
+from vidinsight.errors import attach_costs
 from vidinsight.settings import get_settings
 
 log = logging.getLogger("vidinsight.analyse")
@@ -84,14 +85,17 @@ def analyse_transcript(
     """The transcript's insights: one call per window of at most ``window_tokens``, and
     one more to summarise the windows' summaries when there are several."""
     windows = split_windows(transcript, window_tokens)
-    answers = [
-        _ask(window_messages(window, part, len(windows)), context)
-        for part, window in enumerate(windows, start=1)
-    ]
-    analyses = [answer.value for answer in answers]
-    if len(windows) == 1:
-        return _analysis(analyses[0], answers, prompt_version())
-    overall = _ask(reduce_messages(windows, analyses), context)
+    answers: list[LLMResult[Insights]] = []
+    try:
+        for part, window in enumerate(windows, start=1):
+            answers.append(_ask(window_messages(window, part, len(windows)), context))
+        analyses = [answer.value for answer in answers]
+        if len(windows) == 1:
+            return _analysis(analyses[0], answers, prompt_version())
+        overall = _ask(reduce_messages(windows, analyses), context)
+    except Exception as exc:
+        attach_costs(exc, [event for answer in answers for event in answer.cost_events])
+        raise
     versions = f"{prompt_version()}+{prompt_version(REDUCE_PROMPT)}"
     return _analysis(merge(windows, analyses, overall.value), [*answers, overall], versions)
 

@@ -9,7 +9,9 @@ Adapters translate library exceptions into these once, at the edge.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorClass(StrEnum):
@@ -99,3 +101,21 @@ def classify(exc: BaseException) -> tuple[ErrorClass, Reason]:
     if isinstance(exc, TimeoutError):
         return ErrorClass.TRANSIENT, Reason.TIMEOUT
     return ErrorClass.UNKNOWN, Reason.UNEXPECTED_ERROR
+
+
+# Money spent before a failure is still spent. A handler that paid a provider and then
+# failed hangs those cost events on the exception it raises (any exception: a provider
+# timeout after an earlier paid call is not ours to subclass), and the stage runtime
+# emits them with the retry's eventual result or with the dead letter.
+COST_EVENTS_ATTRIBUTE = "cost_events"
+
+
+def costs_of(exc: BaseException) -> list[Mapping[str, Any]]:
+    """The cost events paid before ``exc`` was raised (none unless some were attached)."""
+    return list(getattr(exc, COST_EVENTS_ATTRIBUTE, None) or [])
+
+
+def attach_costs(exc: BaseException, events: Sequence[Mapping[str, Any]]) -> None:
+    """Add ``events`` to those ``exc`` already carries, keeping the earliest first."""
+    if events:
+        setattr(exc, COST_EVENTS_ATTRIBUTE, [*events, *costs_of(exc)])

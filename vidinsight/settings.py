@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     stall_budget_seconds: float = 900.0
     producer_flush_timeout_seconds: float = 30.0
     metrics_port: int = 0  # 0: pick a free port per process
+    # Loopback on one machine; a pod sets 0.0.0.0 so its probes and Prometheus reach it.
+    metrics_host: str = "127.0.0.1"
     log_level: str = "INFO"
     # Comma-separated fault-injection points (tests only): see streams/runtime/failpoints.py.
     failpoints: str = ""
@@ -131,6 +133,11 @@ class Settings(BaseSettings):
     webhook_backoff_initial_seconds: float = 1.0
     webhook_backoff_max_seconds: float = 60.0
     webhook_timeout_seconds: float = 10.0
+
+    # Client side (`vidinsight submit`): the gateway a customer talks to and its API key
+    # (a secret: never printed or logged).
+    gateway_url: str = "http://127.0.0.1:8000"
+    api_key: SecretStr = SecretStr("")
 
     # Cost aggregator (streams/costs). Its consumer group is its Faust app id.
     costs_app_id: str = "vi.costs.aggregator"

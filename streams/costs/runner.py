@@ -48,7 +48,7 @@ def _migrate_when_reachable(pool: Pool, settings: Settings) -> None:
 def run(settings: Settings) -> int:
     """Run the aggregator until SIGTERM or SIGINT; return the process exit code."""
     logs.configure(settings.log_level)
-    port = serve(settings.metrics_port)
+    port = serve(settings.metrics_port, settings.metrics_host)
     pool = create_pool(settings, name="costs")
     _migrate_when_reachable(pool, settings)
     app = build_app(settings, pool, Codec(settings.registry_url))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,7 +30,7 @@ from streams.runtime.failpoints import Failpoint, Failpoints
 from streams.runtime.fence import Abandoned, Fence
 from streams.runtime.origin import Origin, origin_of
 from streams.runtime.stage import Inbound, Stage, StageResult
-from vidinsight.errors import ErrorClass, Reason, TransientError, classify
+from vidinsight.errors import ErrorClass, Reason, TransientError, classify, costs_of
 from vidinsight.settings import Settings
 
 log = logging.getLogger("vidinsight.runtime")
@@ -219,11 +219,15 @@ class BatchProcessor:
         assert item.inbound is not None
         unknown_failures = 0
         retry = 0
+        paid: dict[str, Mapping[str, Any]] = {}  # cost events of failed attempts, by id
         while True:
             started = time.monotonic()
             try:
                 result = self.stage.handler(item.inbound)
                 item.outputs = self._encode_outputs(result)
+                item.outputs += self._encode_costs(
+                    [event for key, event in paid.items() if key not in _event_ids(result)]
+                )
                 item.result = result
                 item.duration_ms = (time.monotonic() - started) * 1000
                 metrics.HANDLER_SECONDS.labels(self.stage.name).observe(item.duration_ms / 1000)
@@ -231,6 +235,7 @@ class BatchProcessor:
             except Abandoned:
                 raise
             except Exception as exc:
+                paid.update((str(event["event_id"]), event) for event in costs_of(exc))
                 error_class, reason = classify(exc)
                 retry += 1
                 if error_class is ErrorClass.UNKNOWN:
@@ -241,6 +246,7 @@ class BatchProcessor:
                     item.failure = self._failure(exc, attempts=item.inbound.attempt)
                     item.result = None
                     item.outputs = self._dead_letter(item, fence)
+                    item.outputs += self._encode_costs(list(paid.values()))
                     return
                 self._note_retry(item, reason, error_class, exc)
                 item.inbound = _with_attempt(item.inbound, item.inbound.attempt + 1)
@@ -251,15 +257,18 @@ class BatchProcessor:
             Encoded(o.topic, o.key.encode(), self.codec.encode(o.topic, o.schema, o.value))
             for o in result.outputs
         ]
-        encoded += [
+        return encoded + self._encode_costs(result.cost_events)
+
+    def _encode_costs(self, events: Sequence[Mapping[str, Any]]) -> list[Encoded]:
+        """Cost events for the costs topic, keyed by customer (the aggregator's partitioning)."""
+        return [
             Encoded(
                 self.stage.costs_topic,
                 str(cost["customer_id"]).encode(),
                 self.codec.encode(self.stage.costs_topic, COSTS_SCHEMA, cost),
             )
-            for cost in result.cost_events
+            for cost in events
         ]
-        return encoded
 
     def _dead_letter(self, item: Item, fence: Fence) -> list[Encoded]:
         """The dead letter, and the job's failure announcement when the job is known."""
@@ -451,6 +460,10 @@ class BatchProcessor:
                         "duration_ms": round(item.duration_ms, 3),
                     },
                 )
+
+
+def _event_ids(result: StageResult) -> set[str]:
+    return {str(event["event_id"]) for event in result.cost_events}
 
 
 def _with_attempt(inbound: Inbound, attempt: int) -> Inbound:

@@ -69,7 +69,7 @@ def _migrate_when_reachable(settings: Settings) -> None:
 def run(stage: Stage, settings: Settings) -> int:
     """Run ``stage`` until SIGTERM or SIGINT; return the process exit code."""
     logs.configure(settings.log_level)
-    port = serve(settings.metrics_port)
+    port = serve(settings.metrics_port, settings.metrics_host)
     _migrate_when_reachable(settings)
     worker = build_worker(stage, settings)
 

@@ -380,3 +380,10 @@ def test_an_llm_that_keeps_answering_invalid_json_is_retried_then_dead_lettered(
     ]
     assert len(letters) == 1
     assert header_map(letters[0].headers())["vi-reason"] == "invalid_llm_output"
+    # Both calls were paid for, so both are costed, though the job failed.
+    paid = pipeline.messages("costs", job_id, n=2)
+    assert len({c["event_id"] for c in paid}) == 2, paid
+    assert {(c["stage"], c["provider"], c["model"]) for c in paid} == {
+        ("analyse", "openai", "gpt-4o-mini")
+    }
+    assert all(c["amount_usd_micros"] > 0 for c in paid)
