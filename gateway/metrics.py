@@ -32,6 +32,9 @@ SHED = Counter(
     "Submissions refused at the door, by cause (backpressure: 503, quota: 429)",
     ["cause"],
 )
+# Both causes start at zero, so the first refusal shows in rate().
+for _cause in ("backpressure", "quota"):
+    SHED.labels(_cause)
 UPLOADED_BYTES = Counter("vidinsight_gateway_uploaded_bytes_total", "Bytes of media uploaded")
 JOBS_IN_FLIGHT = Gauge(
     "vidinsight_jobs_in_flight",

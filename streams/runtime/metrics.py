@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from vidinsight.errors import Reason
 
 MESSAGES = Counter(
     "vidinsight_stage_messages_total",
@@ -70,3 +74,29 @@ JOB_SECONDS = Histogram(
     ["status"],
     buckets=(5, 10, 20, 30, 60, 120, 180, 300, 600, 1200, 1800, 3600, 7200),
 )
+
+
+OUTCOMES = ("processed", "short_circuited", "dead_lettered")
+
+
+def initialise(stage: str) -> None:
+    """Export a stage's series at zero before its first message.
+
+    A counter that appears at its first increment hides that increment from rate() and
+    increase() (there is no earlier sample), so the first dead letter of a reason would
+    never show on a dashboard or fire an alert. Every reason code is known in advance.
+    """
+    for outcome in OUTCOMES:
+        MESSAGES.labels(stage, outcome)
+    for reason in Reason:
+        DEAD_LETTERS.labels(stage, reason.value)
+    HANDLER_SECONDS.labels(stage)
+    BATCH_SECONDS.labels(stage)
+    IN_FLIGHT.labels(stage)
+    STALLS.labels(stage)
+
+
+def forget_partition(stage: str, topic: str, partition: int) -> None:
+    """Drop the lag of a partition this worker gave up: its new owner reports it now."""
+    with suppress(KeyError):  # never measured here
+        CONSUMER_LAG.remove(stage, topic, str(partition))

@@ -80,6 +80,7 @@ class StageWorker:
         self._stopping = threading.Event()
         self._next_watch = 0.0
         self._labels = {"stage": stage.name}
+        metrics.initialise(stage.name)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -226,6 +227,7 @@ class StageWorker:
         self._commit_due(leaving)
         for state in leaving:
             del self.partitions[state.key]
+            metrics.forget_partition(self.stage.name, *state.key)
         consumer.incremental_unassign(partitions)
         if partitions:
             metrics.REBALANCES.labels(self.stage.name, "revoked").inc(len(partitions))
@@ -235,6 +237,7 @@ class StageWorker:
         """Lost partitions may already belong to another worker: no commit, fence at once."""
         for tp in partitions:
             state = self.partitions.pop((tp.topic, tp.partition), None)
+            metrics.forget_partition(self.stage.name, tp.topic, tp.partition)
             if state is not None:
                 state.fence.raise_fence()
                 if state.busy:
