@@ -57,6 +57,8 @@ def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
         store="memory://",
         autodiscover=False,
         web_enabled=False,
+        # Faust keeps per-app state in "<id>-data" under the working directory by default.
+        datadir=str(settings.state_dir / "faust" / "{appid}"),
         # No tables and a single agent: the assignor's leader topic is not needed.
         topic_disable_leader=True,
         topic_replication_factor=settings.topic_replication_factor,
@@ -150,6 +152,9 @@ def _observe(app: faust.App, outcome: BatchOutcome, events: Sequence[EventT]) ->
     metrics.UNDECODABLE.inc(outcome.undecodable)
     for crossing in outcome.crossings:
         metrics.BUDGET_CROSSINGS.labels(crossing.status.customer_id, crossing.threshold).inc()
+        metrics.BUDGET_LAST_CROSSED.labels(
+            crossing.status.customer_id, crossing.threshold
+        ).set_to_current_time()
         log.warning(
             "budget threshold %s crossed",
             crossing.threshold,

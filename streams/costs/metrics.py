@@ -29,6 +29,13 @@ BUDGET_CROSSINGS = Counter(
     "Monthly budget thresholds crossed, by customer and threshold",
     ["customer_id", "threshold"],
 )
+# The counter above appears at 1 on a customer's first crossing, which increase() cannot
+# see; alerts read when each threshold was last crossed instead.
+BUDGET_LAST_CROSSED = Gauge(
+    "vidinsight_costs_budget_last_crossed_timestamp_seconds",
+    "Unix time a customer's monthly spend last crossed a budget threshold",
+    ["customer_id", "threshold"],
+)
 LAG = Gauge(
     "vidinsight_costs_consumer_lag_messages",
     "Messages behind the high watermark after the last batch, per partition",
