@@ -90,6 +90,7 @@ def initialise(stage: str) -> None:
         MESSAGES.labels(stage, outcome)
     for reason in Reason:
         DEAD_LETTERS.labels(stage, reason.value)
+        RETRIES.labels(stage, reason.value)
     HANDLER_SECONDS.labels(stage)
     BATCH_SECONDS.labels(stage)
     IN_FLIGHT.labels(stage)
