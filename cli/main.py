@@ -17,6 +17,8 @@ SUBCOMMAND_MODULES = (
     "cli.costs",
     "cli.customers",
     "cli.gateway",
+    "cli.submit",
+    "cli.jobs",
 )
 
 
