@@ -153,6 +153,7 @@ def timeline_document(timeline: Timeline, logs: list[dict[str, Any]]) -> dict[st
         "stages": stage_summaries(timeline),
         "runs": timeline.runs,
         "audit": timeline.audit,
+        "cost_by_stage_usd_micros": timeline.cost_by_stage,
         "cost_total_usd_micros": sum(timeline.cost_by_stage.values()),
         "log_lines": logs,
     }
