@@ -150,9 +150,10 @@ def stack(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 
 def platform_services() -> list[str]:
-    """The services ``make up`` adds to the infrastructure, in start order."""
+    """The pipeline's services under ``make up``, in start order: the gateway, one worker
+    per stage and the cost aggregator (monitoring such as Prometheus is left alone)."""
     listed = stack("services").stdout.split()
-    return [service for service in listed if service not in INFRASTRUCTURE]
+    return [s for s in listed if s in ("gateway", "costs") or s.startswith("worker-")]
 
 
 def start_missing(services: Sequence[str]) -> list[str]:
@@ -383,6 +384,9 @@ def run_platform(settings: Settings, talk: LoopedTalk, keep_blobs: bool) -> Plat
         )
         costs = job_costs(client, job_id) if view["status"] == "completed" else {}
     wait_for_assignments(settings, stage_groups(services), timeout=0)
+    down = sorted(set(services) - set(service_pids(settings, services)))
+    if down:
+        print(f"  WARNING: not running at the end of the job: {down} (see their logs)")
     by_service = cpu_delta(before, after)
     run = PlatformRun(
         job_id=job_id,
@@ -494,6 +498,9 @@ def report_platform(run: PlatformRun, talk: LoopedTalk) -> None:
               f"{span.end_seconds:>9.1f}s{span.busy_seconds:>9.1f}"
               f"{span.busy_seconds / length:>10.2f}")  # fmt: skip
     by_stage = run.costs.get("by_stage", {})
+    if not by_stage:
+        print("  no costs recorded for the job (is the costs service running? see its log)")
+        return
     total = float(run.costs.get("total_usd", 0.0))
     parts = ", ".join(f"{stage} {usd:.6f}" for stage, usd in by_stage.items())
     per_hour = total * 3600 / talk.seconds
