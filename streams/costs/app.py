@@ -58,7 +58,7 @@ def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
         autodiscover=False,
         web_enabled=False,
         # Faust keeps per-app state in "<id>-data" under the working directory by default.
-        datadir=str(settings.state_dir / "faust" / "{appid}"),
+        datadir=str(settings.state_dir / "faust" / "{conf.name}"),
         # No tables and a single agent: the assignor's leader topic is not needed.
         topic_disable_leader=True,
         topic_replication_factor=settings.topic_replication_factor,
