@@ -126,11 +126,17 @@ def service_pids(settings: Settings, services: Sequence[str]) -> dict[str, int]:
 
 
 def cpu_snapshot(pids: Mapping[str, int]) -> dict[str, float]:
-    return {service: tree_cpu_seconds(pid) for service, pid in pids.items()}
+    """CPU seconds of each service's process tree; a service whose process is gone is
+    left out, so a crash shows as a warning, not as negative CPU time."""
+    return {
+        service: tree_cpu_seconds(pid)
+        for service, pid in pids.items()
+        if _stat_fields(pid) is not None
+    }
 
 
 def cpu_delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
-    return {service: after[service] - before.get(service, 0.0) for service in after}
+    return {service: after[service] - before[service] for service in after if service in before}
 
 
 def machine_busy_seconds() -> float:
