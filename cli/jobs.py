@@ -213,8 +213,8 @@ def _audit_line(entry: dict[str, Any]) -> str:
     detail = entry.get("detail") or {}
     parts = [
         _when(entry["created_at"]),
-        entry.get("stage") or "-",
-        entry["event"],
+        f"{entry.get('stage') or '-':<10}",
+        f"{entry['event']:<19}",
         f"attempt {entry['attempt']}" if entry.get("attempt") else "",
         entry.get("reason") or "",
         f"{float(detail['duration_ms']) / 1000:.2f}s" if "duration_ms" in detail else "",

@@ -23,6 +23,7 @@ import json
 import mimetypes
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -47,6 +48,7 @@ RECONNECT_BACKOFF_MAX_SECONDS = 10.0
 COSTS_SETTLE_SECONDS = 15.0
 HASH_BLOCK_BYTES = 1 << 20
 BAR_WIDTH = 20
+TEXT_WIDTH = 88
 STAGE_WORDS = {"succeeded": "done", "running": "running", "failed": "FAILED"}
 
 
@@ -416,7 +418,8 @@ def failure_text(view: dict[str, Any]) -> str:
     error = view.get("error") or {}
     where = f" at stage {error['stage']}" if error.get("stage") else ""
     reason = error.get("reason") or "no reason recorded"
-    message = f": {error['message']}" if error.get("message") else ""
+    text = str(error.get("message") or "").removeprefix(f"{reason}: ")
+    message = f": {text}" if text else ""
     return f"job {view['job_id']} {view['status']}{where}: {reason}{message}"
 
 
@@ -431,7 +434,8 @@ def print_results(
     job_id = view["job_id"]
     took = _seconds_between(view["created_at"], view["updated_at"])
     print(f"\nJob {job_id} completed in {took:.1f} s\n")
-    print("Summary\n  " + (insights.get("summary") or "(none)"))
+    summary = textwrap.wrap(insights.get("summary") or "(none)", width=TEXT_WIDTH)
+    print("Summary\n  " + "\n  ".join(summary))
     print("\nChapters")
     for chapter in insights.get("chapters", []):
         span = f"{clock(chapter['start_seconds'])}-{clock(chapter['end_seconds'])}"

@@ -84,7 +84,7 @@ def failure_counts(
     Counted over every matching job, not only the page ``recent_jobs`` returns.
     """
     return conn.execute(
-        "SELECT coalesce(error_reason, 'none') AS reason, error_stage AS stage, count(*) AS jobs"
+        "SELECT coalesce(error_reason, status) AS reason, error_stage AS stage, count(*) AS jobs"
         " FROM jobs WHERE created_at >= %s AND (%s::text IS NULL OR status = %s)"
         " AND (%s::text IS NULL OR customer_id = %s)"
         " AND (error_reason IS NOT NULL OR status IN ('failed', 'cancelled'))"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job: a sample video through the running platform, as a customer sends it.
 # Run by `make demo` after `make up`. It makes (once) a two-minute sample with speech
-# (espeak-ng) and four scenes (FFmpeg), creates a demo customer, uploads the video
-# through the gateway, submits the job, follows it stage by stage, and prints the
-# insights and the cost by stage. Everything it makes lives under the state directory.
+# (espeak-ng) and four scenes (FFmpeg), creates a demo customer, and submits the video
+# through the gateway with `vidinsight submit --wait`, which follows it stage by stage and
+# prints the insights and the cost by stage. Everything it makes lives under the state
+# directory; the exit code is the submit's (0 completed, 1 failed, 2 not submitted).
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -62,64 +63,13 @@ if [ ! -s "$KEY_FILE" ]; then
     "$VI" customers create "demo customer" >"$KEY_FILE"
 fi
 API_KEY="$(json_field "['api_key']" <"$KEY_FILE")"
-AUTH=(-H "Authorization: Bearer $API_KEY")
 
-say "uploading through the gateway"
-UPLOAD="$(curl -sf "${AUTH[@]}" -H "Content-Type: video/mp4" --data-binary "@$VIDEO" "$GATEWAY/v1/uploads")"
-UPLOAD_ID="$(json_field "['upload_id']" <<<"$UPLOAD")"
-JOB="$(curl -sf "${AUTH[@]}" -H "Content-Type: application/json" -d "{\"upload_id\": \"$UPLOAD_ID\"}" "$GATEWAY/v1/jobs")"
-JOB_ID="$(json_field "['job_id']" <<<"$JOB")"
-say "job $JOB_ID submitted; following it (GET /v1/jobs/$JOB_ID):"
-
-PROGRESS_PY="$(
-    cat <<'PY'
-import json, sys
-v = json.load(sys.stdin)
-stages = " ".join(f"{name}:{s['status']}" for name, s in v["stages"].items())
-print(f"{v['status']:9} {round(100 * v['progress']):3d}%  {stages}")
-PY
-)"
-STATUS=queued
-LAST=""
-for _ in $(seq 1 600); do
-    VIEW="$(curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID")"
-    STATUS="$(json_field "['status']" <<<"$VIEW")"
-    LINE="$("$PY" -c "$PROGRESS_PY" <<<"$VIEW")"
-    [ "$LINE" != "$LAST" ] && say "  $LINE"
-    LAST="$LINE"
-    case "$STATUS" in completed | failed | cancelled) break ;; esac
-    sleep 1
-done
-
-if [ "$STATUS" != completed ]; then
-    say "the job ended $STATUS:"
-    curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID" | "$PY" -m json.tool
-    exit 1
-fi
-
-curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID/insights" >"$DEMO_DIR/insights.json"
-curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID/captions.vtt" >"$DEMO_DIR/captions.vtt"
-curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID/captions.srt" >"$DEMO_DIR/captions.srt"
-curl -sf "${AUTH[@]}" "$GATEWAY/v1/jobs/$JOB_ID/costs" >"$DEMO_DIR/costs.json"
-"$PY" - "$DEMO_DIR" <<'PYEOF'
-import json, sys
-from pathlib import Path
-folder = Path(sys.argv[1])
-doc = json.loads((folder / "insights.json").read_text())
-costs = json.loads((folder / "costs.json").read_text())
-print("\n== Summary\n" + str(doc.get("summary", "")))
-print("\n== Chapters")
-for c in doc.get("chapters", []):
-    print(f"  {c['start_seconds']:7.1f}s - {c['end_seconds']:7.1f}s  {c['title']}")
-print("\n== Action items")
-for a in doc.get("action_items", []):
-    due = f" (due {a['due']})" if a.get("due") else ""
-    print(f"  {a['owner']}: {a['task']}{due}")
-print("\n== Keywords\n  " + ", ".join(doc.get("keywords", [])))
-print("\n== Cost by stage (USD)")
-for stage, usd in costs.get("by_stage", {}).items():
-    print(f"  {stage:12} {usd:.6f}")
-print(f"  {'total':12} {costs.get('total_usd', 0):.6f}")
-print(f"\nFull JSON: {folder / 'insights.json'}\nCaptions:  {folder / 'captions.vtt'}, {folder / 'captions.srt'}")
-print("Keyframes: GET /v1/jobs/<job>/keyframes/<n>.jpg on the gateway")
-PYEOF
+# The demo submits like any customer, through `vidinsight submit` (cli/submit.py): it
+# uploads the file, submits the job, shows each stage's progress from the job's events,
+# then prints the summary, chapters, action items, cost by stage and where the results
+# are, and saves them under $DEMO_DIR/results. The key goes by environment, not argv
+# (argv is visible to every user in ps). Each run is a new job (a key of its own);
+# without --idempotency-key a re-run would be answered with the previous job.
+say "submitting through the gateway at $GATEWAY"
+VI_GATEWAY_URL="$GATEWAY" VI_API_KEY="$API_KEY" "$VI" submit "$VIDEO" --wait \
+    --idempotency-key "demo-$(date -u +%Y%m%dT%H%M%SZ)-$$" --output-dir "$DEMO_DIR/results"
