@@ -146,11 +146,19 @@ def _ledger_count(conn: Connection, customer: str) -> int:
     return int(row["n"]) if row else 0
 
 
-def aggregator_rate(conn: Connection, customer: str, n: int, timeout: float = 300.0) -> float:
+def aggregator_rate(
+    conn: Connection,
+    customer: str,
+    n: int,
+    aggregator: subprocess.Popen[bytes],
+    timeout: float = 300.0,
+) -> float:
     """A: events per second from the first ledger row of the run to the last."""
     deadline = time.monotonic() + timeout
     first_count, first = 0, 0.0
     while time.monotonic() < deadline:
+        if aggregator.poll() is not None:
+            raise RuntimeError(f"the aggregator exited with {aggregator.returncode}; see its log")
         count = _ledger_count(conn, customer)
         if count and not first:
             first_count, first = count, time.perf_counter()
@@ -196,7 +204,7 @@ def faust_noop(settings: Settings, topic: str, n: int) -> None:
     import faust
     from faust.streams import Stream
 
-    from streams.costs.app import broker_urls
+    from streams.costs.app import broker_urls, faust_datadir
 
     app = faust.App(
         f"bench.faust-noop.{uuid.uuid4().hex[:8]}",
@@ -204,6 +212,7 @@ def faust_noop(settings: Settings, topic: str, n: int) -> None:
         store="memory://",
         autodiscover=False,
         web_enabled=False,
+        datadir=faust_datadir(settings),
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
     )
@@ -255,7 +264,7 @@ def main() -> int:
         migrate(conn)
         aggregator = start_aggregator(settings, costs_topic, budgets_topic, log)
         try:
-            rate = aggregator_rate(conn, customer, args.events)
+            rate = aggregator_rate(conn, customer, args.events, aggregator)
             latency = budget_latency(settings, codec, conn, costs_topic)
         finally:
             aggregator.terminate()

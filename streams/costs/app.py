@@ -49,6 +49,16 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in bootstrap.split(",") if server.strip()]
 
 
+def faust_datadir(settings: Settings) -> str:
+    """Where Faust keeps per-app state: under the state dir, not "<id>-data" in the cwd.
+
+    Faust formats ``{conf.name}`` itself and creates only the last directory level.
+    """
+    parent = settings.state_dir / "faust"
+    parent.mkdir(parents=True, exist_ok=True)
+    return str(parent / "{conf.name}")
+
+
 def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
     """The aggregator app, its consumer group named by ``costs_app_id``."""
     app = faust.App(
@@ -57,8 +67,7 @@ def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
         store="memory://",
         autodiscover=False,
         web_enabled=False,
-        # Faust keeps per-app state in "<id>-data" under the working directory by default.
-        datadir=str(settings.state_dir / "faust" / "{conf.name}"),
+        datadir=faust_datadir(settings),
         # No tables and a single agent: the assignor's leader topic is not needed.
         topic_disable_leader=True,
         topic_replication_factor=settings.topic_replication_factor,
