@@ -445,6 +445,8 @@ def print_results(
         due = f" (due {item['due']})" if item.get("due") else ""
         owner = f"{item['owner']}: " if item.get("owner") else ""
         print(f"  - {owner}{item.get('task', '')}{due}")
+    if insights.get("keywords"):
+        print("\nKeywords\n  " + ", ".join(insights["keywords"]))
     print("\nCost by stage (USD)")
     for stage, micros in stage_micros(costs).items():
         print(f"  {stage:<12} {usd(micros):>12}")
