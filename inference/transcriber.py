@@ -30,6 +30,30 @@ class Segment:
     words: tuple[Word, ...] = ()
 
 
+_SENTENCE_ENDINGS = (".", "?", "!")
+
+
+def sentence_segments(segment: Segment) -> list[Segment]:
+    """``segment`` cut after every word that ends a sentence, each part timed by its words.
+
+    Whisper's batched pipeline returns whatever its voice detector merged (up to 30 s of
+    speech) as one segment; captions, the transcript view and chapter boundaries all want
+    sentences, and the word timestamps say exactly where each one starts and ends.
+    """
+    if not segment.words:
+        return [segment]
+    parts: list[list[Word]] = [[]]
+    for word in segment.words:
+        parts[-1].append(word)
+        if word.text.strip().endswith(_SENTENCE_ENDINGS):
+            parts.append([])
+    return [
+        Segment(words[0].start, words[-1].end, "".join(w.text for w in words).strip(), tuple(words))
+        for words in parts
+        if words
+    ]
+
+
 @dataclass(frozen=True)
 class Transcript:
     """What one transcription returned, and what it cost to make (for the cost event)."""

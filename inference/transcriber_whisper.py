@@ -9,18 +9,21 @@ but wrong transcripts with no error at all.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from functools import lru_cache
 from pathlib import Path
 
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-from inference.transcriber import Segment, Transcript, Word
+from inference.transcriber import Segment, Transcript, Word, sentence_segments
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings
 
 DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
 HASH_BLOCK_BYTES = 1 << 20
+# Held while a transcription runs, so its process CPU time is its own (see transcribe).
+_TRANSCRIBING = threading.Lock()
 
 
 def default_model_dir() -> Path:
@@ -107,8 +110,27 @@ class WhisperTranscriber:
         )
 
     def transcribe(self, audio: Path, language: str | None = None) -> Transcript:
-        """Transcribe a 16 kHz mono WAV; times are relative to the file."""
-        began = time.process_time()
+        """Transcribe a 16 kHz mono WAV; times are relative to the file.
+
+        One transcription at a time per process: the model's single CTranslate2 worker
+        runs calls one after another anyway, and the compute billed is the process's CPU
+        time, which would otherwise include the chunks other handler threads transcribe.
+        """
+        with _TRANSCRIBING:
+            began = time.process_time()
+            language, segments, audio_seconds = self._run(audio, language)
+            compute_seconds = time.process_time() - began
+        return Transcript(
+            language=language,
+            segments=segments,
+            provider="local",
+            model=self.model_name,
+            audio_seconds=audio_seconds,
+            compute_seconds=compute_seconds,
+        )
+
+    def _run(self, audio: Path, language: str | None) -> tuple[str, tuple[Segment, ...], float]:
+        """The model's language, segments and audio length (its segments are lazy: drained)."""
         key = (str(self.model_dir), self.compute_type, self.cpu_threads)
         if self.batch_size > 0:
             pieces, info = _batched(*key).transcribe(
@@ -135,11 +157,7 @@ class WhisperTranscriber:
             )
             for piece in pieces
         )
-        return Transcript(
-            language=info.language or language or "en",
-            segments=segments,
-            provider="local",
-            model=self.model_name,
-            audio_seconds=float(info.duration),
-            compute_seconds=time.process_time() - began,
+        segments = tuple(
+            sentence for segment in segments for sentence in sentence_segments(segment)
         )
+        return info.language or language or "en", segments, float(info.duration)

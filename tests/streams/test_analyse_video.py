@@ -62,6 +62,9 @@ def test_a_generated_meeting_becomes_insights_with_its_topics_and_owners(
     items = document["action_items"]
     assert {item["owner"] for item in items} == OWNERS, items
     chapters = document["chapters"]
+    # Two topics, and the chapter boundary on the scene cut where the topic changes.
+    assert len(chapters) == 2, chapters
+    assert abs(chapters[1]["start_seconds"] - meeting.cut_seconds) < 1.0, chapters
     assert chapters[0]["start_seconds"] == 0.0
     assert abs(chapters[-1]["end_seconds"] - duration) < 0.5
     for before, after in itertools.pairwise(chapters):
