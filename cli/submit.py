@@ -404,8 +404,12 @@ def report(gateway: Gateway, view: dict[str, Any], args: argparse.Namespace) -> 
 
 
 def settled_costs(gateway: Gateway, view: dict[str, Any]) -> dict[str, Any]:
-    """The job's costs once every stage that ran has its cost recorded (or after a bound)."""
-    ran = {s for s, stage in view.get("stages", {}).items() if s in PROGRESS_STAGES}
+    """The job's costs once every stage that succeeded has its cost recorded (or after a bound)."""
+    ran = {
+        name
+        for name, stage in view.get("stages", {}).items()
+        if name in PROGRESS_STAGES and stage["status"] == "succeeded"
+    }
     deadline = time.monotonic() + COSTS_SETTLE_SECONDS
     while True:
         costs = gateway.costs(view["job_id"])
