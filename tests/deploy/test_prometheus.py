@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from tests.fixtures.meeting import Meeting
+from tests.fixtures.network import free_port
 from tests.fixtures.platform import Platform
-from tests.gateway.conftest import free_port
 from topics.catalogue import STAGE_NAMES
 from vidinsight.settings import REPO_ROOT
 

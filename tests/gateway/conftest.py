@@ -9,7 +9,6 @@ the test makes, in the format Google publishes.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +27,7 @@ from gateway.app import create_app
 from sinks.customers import create_customer
 from sinks.db import Pool, transaction
 from tests.fixtures.kafka import unique_topic
+from tests.fixtures.network import free_port
 from topics.admin import ensure_topics
 from topics.catalogue import TopicSpec
 from vidinsight.settings import Settings
@@ -57,12 +57,6 @@ class RunningGateway:
     def client(self, customer: Customer | None = None) -> httpx.Client:
         headers = customer.headers if customer else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def make_jobs_topic(settings: Settings) -> str:

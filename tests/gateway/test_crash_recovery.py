@@ -22,7 +22,8 @@ from schemas.codec import Codec
 from sinks.db import Pool, transaction
 from sinks.jobs import get_job
 from tests.fixtures.kafka import consume_from
-from tests.gateway.conftest import Customer, free_port, make_jobs_topic
+from tests.fixtures.network import free_port
+from tests.gateway.conftest import Customer, make_jobs_topic
 from vidinsight.settings import REPO_ROOT, Settings
 
 

@@ -14,7 +14,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from schemas.codec import SCHEMA_NAMES, Codec
 from tests.fixtures.kafka import ConsumeAll, Produce, TopicFactory, unique_topic
-from tests.fixtures.registry import TcpForwarder
+from tests.fixtures.network import TcpRelay
 from tests.schemas.samples import SAMPLES
 from vidinsight.errors import PermanentError, Reason, TransientError
 
@@ -157,7 +157,7 @@ def test_an_unreachable_registry_is_transient_on_encode_and_decode(codec: Codec)
 
 
 def test_after_warm_up_no_message_needs_the_registry(
-    registry_relay: tuple[str, TcpForwarder],
+    registry_relay: tuple[str, TcpRelay],
 ) -> None:
     url, relay = registry_relay
     codec = Codec(url)

@@ -6,12 +6,9 @@ id) and its own customers, so runs never see each other's events in the shared s
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 import uuid
@@ -23,14 +20,9 @@ from typing import Any
 from schemas.codec import Codec
 from sinks.db import Pool
 from streams.runtime.clients import make_producer
+from tests.fixtures.network import free_port
 from tests.fixtures.workers import WorkerProcess
 from vidinsight.settings import REPO_ROOT, Settings
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def cost_event(
@@ -188,62 +180,3 @@ def assert_spend_tables_sum_to_ledger(pool: Pool, customer_ids: list[str]) -> No
         assert row["job"] == row["ledger"], row
         for table in ("hour", "day", "stage", "model"):
             assert row[table] == row["customer_ledger"], (table, row)
-
-
-class PausableRelay:
-    """A loopback TCP relay to PostgreSQL that a test can cut and restore on the same port.
-
-    The shared PostgreSQL must stay up for everyone else; cutting this relay makes it
-    unreachable for the aggregator only (refused connections, open ones dropped).
-    """
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
-        self.port = free_port()
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self.restore()
-
-    def restore(self) -> None:
-        """Accept connections again, on the same port."""
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                client, _ = listener.accept()
-            except OSError:
-                return  # listener closed by cut()
-            upstream = socket.create_connection(self._target)
-            with self._lock:
-                self._sockets += [client, upstream]
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
-
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for end in (source, sink):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """Refuse new connections and drop open ones."""
-        if self._listener is not None:
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
-            self._listener = None
-        with self._lock:
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._sockets.clear()

@@ -17,9 +17,9 @@ from confluent_kafka import Consumer
 from sinks.budgets import is_over_budget
 from sinks.customers import create_customer
 from tests.fixtures.kafka import produce_to
+from tests.fixtures.network import TcpRelay
 from tests.streams.costs.harness import (
     CostsHarness,
-    PausableRelay,
     assert_spend_tables_sum_to_ledger,
     cost_event,
     metric,
@@ -168,7 +168,7 @@ def _budget_events(costs: CostsHarness, customer: str) -> list[tuple[str, int, i
 
 def test_postgres_unreachable_mid_stream_loses_and_doubles_nothing(costs: CostsHarness) -> None:
     database = urlsplit(costs.settings.database_url)
-    relay = PausableRelay(database.hostname or "127.0.0.1", database.port or 5432)
+    relay = TcpRelay(database.hostname or "127.0.0.1", database.port or 5432)
     url = database._replace(
         netloc=f"{database.username}:{database.password}@127.0.0.1:{relay.port}"
     )
