@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from inference.insight_schema import Insights
@@ -34,9 +34,7 @@ from sinks.db import Connection, Pool, create_pool, transaction
 from sinks.insights import save_analysis
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
-from streams.ingest import with_private_topics
-from streams.runtime.stage import Inbound, Output, Stage, StageResult
-from topics.catalogue import STAGES
+from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import attach_costs
 from vidinsight.settings import get_settings
 
@@ -153,21 +151,10 @@ def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
-    """The analyse stage on the catalogue's topics, or on private ones (keys: input,
-    output, dlq, costs, failures)."""
-    wiring = STAGES["analyse"]
-    chosen = dict(topics or {})
-    done_topic = chosen.get("output", wiring.output_topics[0])
-    stage = Stage(
-        "analyse",
-        chosen.get("input", wiring.input_topic),
-        wiring.input_schema,
-        lambda inbound: analyse(inbound, done_topic),
-        store=store,
-        dlq_topic=chosen.get("dlq"),
-        group_id=group_id,
+    """The analyse stage on the catalogue's topics, or on private ones (``on_topics``)."""
+    return on_topics(
+        "analyse", topics, group_id, lambda t: partial(analyse, done_topic=t["output"]), store=store
     )
-    return with_private_topics(stage, chosen)
 
 
 STAGE = build()

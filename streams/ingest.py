@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,7 @@ from media.probe import MediaInfo, probe
 from sinks import jobs
 from sinks.blobs import BlobStore
 from sinks.db import connect
-from streams.runtime.stage import Inbound, Output, Stage, StageResult
-from topics.catalogue import STAGES
+from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings, get_settings
 
@@ -166,30 +165,10 @@ def ingest(inbound: Inbound, output_topic: str) -> StageResult:
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
-    """The ingest stage on the catalogue's topics, or on ``topics`` (keys: input, output,
-    dlq, costs, failures) for tests that need private ones."""
-    wiring = STAGES["ingest"]
-    chosen = dict(topics or {})
-    output = chosen.get("output", wiring.output_topics[0])
-    stage = Stage(
-        "ingest",
-        chosen.get("input", wiring.input_topic),
-        wiring.input_schema,
-        lambda inbound: ingest(inbound, output),
-        dlq_topic=chosen.get("dlq"),
-        group_id=group_id,
+    """The ingest stage on the catalogue's topics, or on private ones (``on_topics``)."""
+    return on_topics(
+        "ingest", topics, group_id, lambda t: partial(ingest, output_topic=t["output"])
     )
-    return with_private_topics(stage, chosen)
-
-
-def with_private_topics(stage: Stage, topics: Mapping[str, str]) -> Stage:
-    """``stage`` with its cost and failure topics overridden where ``topics`` names them."""
-    changes: dict[str, Any] = {}
-    if "costs" in topics:
-        changes["costs_topic"] = topics["costs"]
-    if "failures" in topics:
-        changes["failure_topic"] = topics["failures"]
-    return replace(stage, **changes)
 
 
 STAGE = build()

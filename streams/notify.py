@@ -15,11 +15,9 @@ from typing import Any
 from sinks.db import Pool, create_pool, transaction
 from sinks.jobs import get_job
 from sinks.webhooks import WebhookPolicy, deliver, job_event
-from streams.ingest import with_private_topics
 from streams.runtime import metrics
-from streams.runtime.stage import Inbound, Stage, StageResult
+from streams.runtime.stage import Inbound, Stage, StageResult, on_topics
 from telemetry.analytics import JOB_COMPLETED, JOB_FAILED, Analytics
-from topics.catalogue import STAGES
 from vidinsight.settings import get_settings
 
 
@@ -76,19 +74,15 @@ def _count_end(status: str, job: Mapping[str, Any] | None) -> None:
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
-    """The notify stage on the catalogue's topics, or on private ones (keys: input, dlq, costs)."""
-    chosen = dict(topics or {})
-    stage = Stage(
+    """The notify stage on the catalogue's topics, or on private ones (``on_topics``)."""
+    return on_topics(
         "notify",
-        chosen.get("input", STAGES["notify"].input_topic),
-        STAGES["notify"].input_schema,
-        notify,
-        dlq_topic=chosen.get("dlq"),
-        group_id=group_id,
+        topics,
+        group_id,
+        lambda _: notify,
         failure_topic=None,  # it reads that topic itself
         run_key=announcement_key,
     )
-    return with_private_topics(stage, chosen)
 
 
 STAGE = build()

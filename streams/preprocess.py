@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,9 @@ from sinks.blobs import BlobStore
 from sinks.db import Connection, connect
 from sinks.jobs import get_job
 from sinks.scenes import save_scenes
-from streams.ingest import cost_event, with_private_topics
-from streams.runtime.stage import Inbound, Output, Stage, StageResult
-from topics.catalogue import STAGES, TRANSCRIPTS_READY_TOPIC
+from streams.ingest import cost_event
+from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
+from topics.catalogue import TRANSCRIPTS_READY_TOPIC
 from vidinsight.settings import Settings, get_settings
 
 
@@ -175,22 +176,19 @@ def store_scenes(conn: Connection, inbound: Inbound, result: StageResult) -> Non
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
-    """The preprocess stage on the catalogue's topics, or on private ones (keys: input,
-    output, ready, dlq, costs, failures)."""
-    wiring = STAGES["preprocess"]
-    chosen = dict(topics or {})
-    chunks_topic = chosen.get("output", wiring.output_topics[0])
-    ready_topic = chosen.get("ready", TRANSCRIPTS_READY_TOPIC)
-    stage = Stage(
+    """The preprocess stage on the catalogue's topics, or on private ones (``on_topics``;
+    "ready" names the topic an empty job's transcript is announced on)."""
+    return on_topics(
         "preprocess",
-        chosen.get("input", wiring.input_topic),
-        wiring.input_schema,
-        lambda inbound: preprocess(inbound, chunks_topic, ready_topic),
-        store_scenes,
-        dlq_topic=chosen.get("dlq"),
-        group_id=group_id,
+        topics,
+        group_id,
+        lambda t: partial(
+            preprocess,
+            chunks_topic=t["output"],
+            ready_topic=t.get("ready", TRANSCRIPTS_READY_TOPIC),
+        ),
+        store=store_scenes,
     )
-    return with_private_topics(stage, chosen)
 
 
 STAGE = build()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from media.captions import TimedText, TimedWord, build_cues, render_srt, render_vtt
@@ -24,9 +24,8 @@ from sinks.insights import get_analysis, save_insight
 from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
-from streams.ingest import cost_event, with_private_topics
-from streams.runtime.stage import Inbound, Output, Stage, StageResult
-from topics.catalogue import STAGES
+from streams.ingest import cost_event
+from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import get_settings
 
@@ -179,21 +178,14 @@ def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
-    """The synthesise stage on the catalogue's topics, or on private ones (keys: input,
-    output, dlq, costs, failures)."""
-    wiring = STAGES["synthesise"]
-    chosen = dict(topics or {})
-    completed_topic = chosen.get("output", wiring.output_topics[0])
-    stage = Stage(
+    """The synthesise stage on the catalogue's topics, or on private ones (``on_topics``)."""
+    return on_topics(
         "synthesise",
-        chosen.get("input", wiring.input_topic),
-        wiring.input_schema,
-        lambda inbound: synthesise(inbound, completed_topic),
+        topics,
+        group_id,
+        lambda t: partial(synthesise, completed_topic=t["output"]),
         store=store,
-        dlq_topic=chosen.get("dlq"),
-        group_id=group_id,
     )
-    return with_private_topics(stage, chosen)
 
 
 STAGE = build()

@@ -14,16 +14,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from inference.transcriber import Transcriber, Transcript, transcriber_from_settings
 from sinks.blobs import BlobStore
 from sinks.db import connect
 from sinks.transcripts import job_chunks, record_chunk
-from streams.ingest import cost_event, with_private_topics
-from streams.runtime.stage import Inbound, Output, Stage, StageResult
-from topics.catalogue import STAGES
+from streams.ingest import cost_event
+from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.settings import Settings, get_settings
 
 log = logging.getLogger("vidinsight.transcribe")
@@ -100,20 +99,10 @@ def transcribe(inbound: Inbound, ready_topic: str) -> StageResult:
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
-    """The transcribe stage on the catalogue's topics, or on private ones (keys: input,
-    output, dlq, costs, failures)."""
-    wiring = STAGES["transcribe"]
-    chosen = dict(topics or {})
-    ready_topic = chosen.get("output", wiring.output_topics[0])
-    stage = Stage(
-        "transcribe",
-        chosen.get("input", wiring.input_topic),
-        wiring.input_schema,
-        lambda inbound: transcribe(inbound, ready_topic),
-        dlq_topic=chosen.get("dlq"),
-        group_id=group_id,
+    """The transcribe stage on the catalogue's topics, or on private ones (``on_topics``)."""
+    return on_topics(
+        "transcribe", topics, group_id, lambda t: partial(transcribe, ready_topic=t["output"])
     )
-    return with_private_topics(stage, chosen)
 
 
 STAGE = build()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sinks.db import Connection
-from topics.catalogue import COSTS_TOPIC, JOBS_COMPLETED_TOPIC
+from topics.catalogue import COSTS_TOPIC, JOBS_COMPLETED_TOPIC, STAGES
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,37 @@ class Stage:
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"vi.{self.name}.dlq"
+
+
+def on_topics(
+    name: str,
+    topics: Mapping[str, str] | None,
+    group_id: str | None,
+    make_handler: Callable[[Mapping[str, str]], Handler],
+    **fields: Any,
+) -> Stage:
+    """The stage ``name`` wired to the catalogue's topics, or to the private ones a test
+    names in ``topics`` (keys: input, output, dlq, costs, failures, and any of a stage's
+    own such as preprocess's "ready").
+
+    ``make_handler`` gets the resolved topics ("output" defaults to the catalogue's first
+    output topic) and returns the handler that writes to them.
+    """
+    wiring = STAGES[name]
+    chosen = dict(topics or {})
+    resolved = {"output": wiring.output_topics[0] if wiring.output_topics else "", **chosen}
+    stage = Stage(
+        name,
+        chosen.get("input", wiring.input_topic),
+        wiring.input_schema,
+        make_handler(resolved),
+        dlq_topic=chosen.get("dlq"),
+        group_id=group_id,
+        **fields,
+    )
+    changes: dict[str, Any] = {}
+    if "costs" in chosen:
+        changes["costs_topic"] = chosen["costs"]
+    if "failures" in chosen:
+        changes["failure_topic"] = chosen["failures"]
+    return replace(stage, **changes)

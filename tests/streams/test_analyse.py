@@ -12,13 +12,10 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from gateway.routes.results import Insights as GatewayInsights
 from schemas.codec import Codec
@@ -198,16 +195,6 @@ def new_analysis_pipeline(
         },
         group=f"test.analyse.{uuid.uuid4().hex[:8]}",
     )
-
-
-@pytest.fixture
-def analysis_pipeline(
-    settings: Settings, codec: Codec, db_pool: Pool, topic_factory: TopicFactory, tmp_path: Path
-) -> Iterator[AnalysisPipeline]:
-    pipeline = new_analysis_pipeline(settings, codec, db_pool, topic_factory, tmp_path)
-    yield pipeline
-    for worker in pipeline.workers:
-        worker.kill()
 
 
 def test_a_transcript_becomes_a_completed_job_with_insights_and_captions(

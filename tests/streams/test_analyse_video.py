@@ -10,33 +10,15 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
-from schemas.codec import Codec
-from sinks.db import Pool, transaction
+from sinks.db import transaction
 from sinks.insights import get_insight
-from tests.fixtures.kafka import TopicFactory
 from tests.fixtures.media import MediaPipeline
 from tests.fixtures.meeting import KEY_TERMS, OWNERS, Meeting
 from tests.streams.test_analyse import (
     AnalysisPipeline,
     assert_captions_match,
-    new_analysis_pipeline,
 )
-from vidinsight.settings import Settings
-
-
-@pytest.fixture
-def analysis_pipeline(
-    settings: Settings, codec: Codec, db_pool: Pool, topic_factory: TopicFactory, tmp_path: Path
-) -> Iterator[AnalysisPipeline]:
-    pipeline = new_analysis_pipeline(settings, codec, db_pool, topic_factory, tmp_path)
-    yield pipeline
-    for worker in pipeline.workers:
-        worker.kill()
 
 
 def test_a_generated_meeting_becomes_insights_with_its_topics_and_owners(
