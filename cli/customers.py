@@ -8,19 +8,22 @@ import sys
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sinks.customers import create_customer, revoke_key, set_budget
+from sinks.customers import create_customer, get_customer, issue_key, revoke_key, set_budget
 from sinks.db import connect
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import get_settings
 
 
 def register(subparsers: Any) -> None:
-    """Add ``customers create``, ``customers revoke-key`` and ``customers set-budget``."""
+    """Add ``customers create``, ``issue-key``, ``revoke-key`` and ``set-budget``."""
     parser = subparsers.add_parser("customers", help="customers, API keys and budgets")
     commands = parser.add_subparsers(dest="customers_command", required=True)
     create = commands.add_parser("create", help="create a customer; prints its id and API key")
     create.add_argument("name")
     create.set_defaults(func=run_create)
+    issue = commands.add_parser("issue-key", help="another API key for a customer (rotation)")
+    issue.add_argument("customer")
+    issue.set_defaults(func=run_issue_key)
     revoke = commands.add_parser("revoke-key", help="revoke an API key from now on")
     revoke.add_argument("key")
     revoke.set_defaults(func=run_revoke)
@@ -49,6 +52,22 @@ def run_create(args: argparse.Namespace) -> int:
     except VidinsightError as exc:
         return _fail("create", exc)
     print(json.dumps({"customer_id": customer_id, "api_key": api_key}))
+    return 0
+
+
+def run_issue_key(args: argparse.Namespace) -> int:
+    """Print a new key beside the customer's others; revoke the old one once clients moved."""
+    try:
+        with connect(get_settings()) as conn:
+            if get_customer(conn, args.customer) is None:
+                print(
+                    f"vidinsight customers issue-key: no customer {args.customer}", file=sys.stderr
+                )
+                return 1
+            api_key = issue_key(conn, args.customer)
+    except VidinsightError as exc:
+        return _fail("issue-key", exc)
+    print(json.dumps({"customer_id": args.customer, "api_key": api_key}))
     return 0
 
 

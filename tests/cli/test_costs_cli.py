@@ -135,10 +135,16 @@ def test_customers_create_set_budget_and_revoke_key(
         assert row is not None and row["monthly_budget_usd_micros"] == 1_234_500_000
     assert main(["customers", "set-budget", customer_id, "0.0000001"]) == 2  # below a micro
     assert main(["customers", "set-budget", "cus-nobody", "5"]) == 1
+    capsys.readouterr()
+    assert main(["customers", "issue-key", customer_id]) == 0  # rotation: a second key
+    rotated = json.loads(capsys.readouterr().out)
+    assert rotated["customer_id"] == customer_id and rotated["api_key"] != api_key
+    assert main(["customers", "issue-key", "cus-nobody"]) == 1
     assert main(["customers", "revoke-key", api_key]) == 0
     assert main(["customers", "revoke-key", api_key]) == 1
     with db_pool.connection() as conn:
         assert customer_for_key(conn, api_key) is None
+        assert customer_for_key(conn, rotated["api_key"]) == customer_id
     capsys.readouterr()
 
 
