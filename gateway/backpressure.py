@@ -3,8 +3,9 @@
 When the ingest consumer group lags more than a configured number of messages behind
 ``vi.jobs.requested``, new submissions are refused with 503 and ``Retry-After`` so a
 burst is shed at the door instead of stalling the queue. The lag is read with the
-Kafka AdminClient and cached for a few seconds, so a burst of requests costs the broker
-one query, not one per request.
+Kafka AdminClient by a background thread every few seconds, so a burst of requests
+costs the broker one query, not one per request, and no request ever waits for one
+(a request that had to refresh the figure held up every request behind its lock).
 
 The group's committed offsets are read by a consumer that carries the group id but
 never subscribes (so it never joins the group), not by the AdminClient: librdkafka
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -30,7 +30,7 @@ OFFSET_INVALID = -1001
 
 
 class LagMonitor:
-    """The consumer lag of one group on one topic, cached."""
+    """The consumer lag of one group on one topic, refreshed in the background."""
 
     def __init__(self, settings: Settings, admin: AdminClient, group: str, topic: str) -> None:
         self._admin = admin
@@ -48,15 +48,22 @@ class LagMonitor:
             }
         )
         self._value: int | None = None
-        self._read_at = float("-inf")
+        self._stopped = threading.Event()
+        self._refresher = threading.Thread(target=self._refresh, name="lag-monitor", daemon=True)
+        self._refresher.start()
 
     def lag(self) -> int | None:
-        """Messages the group has not yet consumed, or None if the broker did not answer."""
-        with self._lock:
-            if time.monotonic() - self._read_at >= self._ttl:
+        """Messages the group has not yet consumed; None until the broker first answered,
+        or while it does not (work is never refused for want of a figure)."""
+        return self._value
+
+    def _refresh(self) -> None:
+        while not self._stopped.is_set():
+            with self._lock:
+                if self._stopped.is_set():
+                    return
                 self._value = self._measure()
-                self._read_at = time.monotonic()
-            return self._value
+            self._stopped.wait(self._ttl)
 
     def _measure(self) -> int | None:
         try:
@@ -92,6 +99,9 @@ class LagMonitor:
         return {tp.partition: tp.offset for tp in committed}
 
     def close(self) -> None:
-        """Let go of the offsets reader (it never joined the group, so nothing rebalances)."""
+        """Stop refreshing and let go of the offsets reader (it never joined the group, so
+        nothing rebalances)."""
+        self._stopped.set()
         with self._lock:
             self._offsets_reader.close()
+        self._refresher.join(self._timeout * 4)
