@@ -204,18 +204,9 @@ def faust_noop(settings: Settings, topic: str, n: int) -> None:
     import faust
     from faust.streams import Stream
 
-    from streams.costs.app import broker_urls, faust_datadir
+    from streams.costs.app import faust_app
 
-    app = faust.App(
-        f"bench.faust-noop.{uuid.uuid4().hex[:8]}",
-        broker=broker_urls(settings.kafka_bootstrap),
-        store="memory://",
-        autodiscover=False,
-        web_enabled=False,
-        datadir=faust_datadir(settings),
-        topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
-    )
+    app = faust_app(f"bench.faust-noop.{uuid.uuid4().hex[:8]}", settings)
     source = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
     seen = {"events": 0, "first_batch": 0, "start": 0.0}
 
