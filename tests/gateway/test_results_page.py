@@ -15,7 +15,6 @@ shell, the same bytes for every job, and that nonsense job ids are a 404.
 from __future__ import annotations
 
 import shutil
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,9 +41,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 WINDOW_WIDTH_PX, WINDOW_HEIGHT_PX = 1280, 1000
 RENDER_TIMEOUT_SECONDS = 60.0
-COSTS_TIMEOUT_SECONDS = 30.0
-# Every stage that does work on a video without a webhook; notify calls nobody here.
-WORKING_STAGES = {"ingest", "preprocess", "transcribe", "analyse", "synthesise"}
 SCREENSHOT = REPO_ROOT / ".state" / "artifacts" / "results-page.png"
 # A keyframe thumbnail's width (results.js), and how far one may sit off its exact spot.
 THUMB_WIDTH_PX = 136
@@ -165,17 +161,6 @@ def clock(seconds: float) -> str:
     return f"{whole // 60:02d}:{whole % 60:02d}"
 
 
-def settled_costs(platform: Platform, job_id: str) -> dict[str, Any]:
-    """The job's costs once the aggregator has a line for every working stage."""
-    deadline = time.monotonic() + COSTS_TIMEOUT_SECONDS
-    with platform.client() as client:
-        while True:
-            costs = dict(client.get(f"/v1/jobs/{job_id}/costs").raise_for_status().json())
-            if set(costs["by_stage"]) >= WORKING_STAGES or time.monotonic() > deadline:
-                return costs
-            time.sleep(0.5)
-
-
 def _keyframes_loaded(driver: WebDriver) -> list[dict[str, Any]] | None:
     images: list[dict[str, Any]] = driver.execute_script(
         "return [...document.querySelectorAll('#keyframe-lane img:not(.missing)')].map(i => ({"
@@ -212,7 +197,7 @@ def shown_results(
     platform: Platform, meeting_job: ProcessedJob, browser: WebDriver
 ) -> dict[str, Any]:
     """The processed meeting's page, rendered with its keyframes; the API's view of it."""
-    costs = settled_costs(platform, meeting_job.job_id)
+    costs = platform.settled_costs(meeting_job.job_id)
     with platform.client() as client:
         insights = client.get(f"/v1/jobs/{meeting_job.job_id}/insights").raise_for_status().json()
     open_with_key(browser, f"{platform.gateway_url}/jobs/{meeting_job.job_id}", platform.api_key)

@@ -23,7 +23,7 @@ from inference.llm import (
 from inference.pricing import PriceBook, load_pricing
 from sinks.db import Pool
 from tests.fixtures.openai_server import OpenAIServer, ScriptedReply
-from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.errors import PermanentError, Reason, TransientError, costs_of
 from vidinsight.settings import Settings
 
 HOSTED = "openai/gpt-4o-mini"
@@ -253,7 +253,7 @@ def test_invalid_json_is_retried_then_invalid_llm_output(
     retry_messages = openai_server.requests[-1]["body"]["messages"]
     assert retry_messages[-2]["content"] == "Sure! The label is relevant."
     # Both calls were paid for and are reported, each under its own event id.
-    assert len({event["event_id"] for event in raised.value.cost_events}) == attempts
+    assert len({event["event_id"] for event in costs_of(raised.value)}) == attempts
 
 
 def test_switching_provider_is_configuration_only(

@@ -11,25 +11,9 @@ import csv
 import io
 import subprocess
 import sys
-import time
-from typing import Any
 
-from tests.fixtures.platform import Platform, ProcessedJob
+from tests.fixtures.platform import WORKING_STAGES, Platform, ProcessedJob
 from vidinsight.settings import REPO_ROOT
-
-# Every stage that does work on a video without a webhook; notify calls nobody here.
-WORKING_STAGES = {"ingest", "preprocess", "transcribe", "analyse", "synthesise"}
-
-
-def _api_costs(platform: Platform, job_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    """The job's costs once the aggregator has recorded a line for every working stage."""
-    deadline = time.monotonic() + timeout
-    with platform.client() as client:
-        while True:
-            costs = dict(client.get(f"/v1/jobs/{job_id}/costs").raise_for_status().json())
-            if set(costs["by_stage"]) >= WORKING_STAGES or time.monotonic() > deadline:
-                return costs
-            time.sleep(0.5)
 
 
 def _cli_report(platform: Platform, *args: str) -> dict[str, int]:
@@ -59,7 +43,7 @@ def test_a_processed_video_costs_the_same_through_the_api_and_the_cli(
     platform: Platform, meeting_job: ProcessedJob
 ) -> None:
     job_id = meeting_job.job_id
-    costs = _api_costs(platform, job_id)
+    costs = platform.settled_costs(job_id)
 
     assert set(costs["by_stage"]) >= WORKING_STAGES, costs["by_stage"]
     assert costs["total_usd_micros"] > 0
