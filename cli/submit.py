@@ -457,6 +457,7 @@ def print_results(
         print(f"  keyframes  {base_url}{frames[0]} ... ({len(frames)} scenes)")
     if saved:
         print(f"  saved in   {saved[0].parent}: " + ", ".join(p.name for p in saved))
+    print(f"  in a browser (asks for the API key once): {base_url}/jobs/{job_id}")
 
 
 def stage_micros(costs: dict[str, Any]) -> dict[str, int]:

@@ -71,6 +71,8 @@ def test_submit_wait_shows_each_stage_progressing_then_insights_and_cost_by_stag
     assert all(re.fullmatch(r"\d+\.\d{6}", amount) for amount in by_stage.values()), costs
     for where in ("/insights", "/captions.vtt", "/captions.srt", "/keyframes/0.jpg"):
         assert f"{platform.gateway_url}/v1/jobs/job_" in out and where in out, (where, out)
+    job_id = re.search(r"Job (job_\w+) completed", out).group(1)  # type: ignore[union-attr]
+    assert f"in a browser (asks for the API key once): {platform.gateway_url}/jobs/{job_id}" in out
     assert platform.api_key not in done.stdout + done.stderr
 
 
