@@ -34,14 +34,12 @@ from typing import Any
 import psycopg
 from confluent_kafka import (
     Consumer,
-    ConsumerGroupTopicPartitions,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
 
 from schemas.codec import Codec
 from sinks.db import Connection, connect
@@ -51,7 +49,7 @@ from streams.runtime.runner import build_worker
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
 from streams.runtime.worker import StageWorker
 from telemetry import logs
-from topics.admin import admin_client, ensure_topics
+from topics.admin import ensure_topics, offsets_reader
 from topics.catalogue import TopicSpec
 from vidinsight.settings import Settings
 
@@ -142,14 +140,10 @@ def produce_jobs(settings: Settings, codec: Codec, topic: str, job_ids: Sequence
         raise RuntimeError(f"{remaining} message(s) to {topic} not delivered")
 
 
-def committed_total(admin: AdminClient, group: str, topic: str) -> int:
-    """The sum of the group's committed offsets over the topic's partitions (0 if none)."""
-    request = ConsumerGroupTopicPartitions(
-        group, [TopicPartition(topic, p) for p in range(PARTITIONS)]
-    )
-    futures = admin.list_consumer_group_offsets([request], request_timeout=5)
-    result = futures[group].result()
-    return sum(max(0, tp.offset) for tp in result.topic_partitions)
+def committed_total(reader: Consumer, topic: str) -> int:
+    """The sum of the reader's group's committed offsets over the topic (0 if none)."""
+    partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    return sum(max(0, tp.offset) for tp in reader.committed(partitions, timeout=5))
 
 
 # -- baseline A: raw consume -------------------------------------------------------------
@@ -270,10 +264,9 @@ class RunningWorker:
         self.worker.processor.pool.close()
 
 
-def runtime_rate(
-    settings: Settings, bench: BenchStage, n: int, admin: AdminClient, timeout: float = 150.0
-) -> Rate:
+def runtime_rate(settings: Settings, bench: BenchStage, n: int, timeout: float = 150.0) -> Rate:
     """Run the stage over ``n`` pre-produced messages until the group has committed them all."""
+    reader = offsets_reader(settings.kafka_bootstrap, bench.group, "bench-runtime-offsets")
     running = RunningWorker.start(bench.stage(), settings)
     done = 0
     assigned: float | None = None
@@ -286,7 +279,7 @@ def runtime_rate(
         while time.monotonic() < deadline:
             time.sleep(0.1)
             try:
-                done = committed_total(admin, bench.group, bench.input_topic)
+                done = committed_total(reader, bench.input_topic)
             except KafkaException:
                 continue
             if done >= n:
@@ -294,6 +287,7 @@ def runtime_rate(
         ended = time.monotonic()
     finally:
         running.stop()
+        reader.close()
     return Rate(done, ended - (assigned or running.started), ended - running.started)
 
 
@@ -501,7 +495,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.configure("WARNING")
     settings = Settings()
     codec = Codec(settings.registry_url)
-    admin = admin_client(settings.kafka_bootstrap)
     with connect(settings) as conn:
         migrate(conn)
         conn.execute(DDL)
@@ -543,7 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("B: upsert + commit per message ...", flush=True)
         b = upsert_loop(settings, f"bench-{run}-b", n, FLOOR_BUDGET_SECONDS)
         print("R: the runtime ...", flush=True)
-        r = runtime_rate(settings, throughput, n, admin)
+        r = runtime_rate(settings, throughput, n)
         print(f"L: runtime latency, {m} messages at {pace:.0f}/s ...", flush=True)
         running = RunningWorker.start(latency.stage(), settings)
         try:

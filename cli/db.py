@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
-from sinks.db import connect
+from sinks.db import Connection, connect
 from sinks.migrate import migrate, pending_migrations
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import get_settings
@@ -22,30 +23,28 @@ def register(subparsers: Any) -> None:
 
 def run_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations; print each one applied, or "up to date"."""
-    try:
-        with connect(get_settings()) as conn:
-            applied = migrate(conn)
-    except VidinsightError as exc:
-        return _fail("migrate", exc)
-    for name in applied:
-        print(f"applied {name}")
-    if not applied:
-        print("up to date")
-    return 0
+    return _report("migrate", migrate, "applied", exit_if_any=0)
 
 
 def run_status(args: argparse.Namespace) -> int:
     """Print the pending migrations, or "up to date"; exit 1 if any are pending."""
+    return _report("status", pending_migrations, "pending", exit_if_any=1)
+
+
+def _report(
+    command: str, action: Callable[[Connection], list[str]], verb: str, exit_if_any: int
+) -> int:
+    """Run ``action`` on a connection and print one line per migration it names."""
     try:
         with connect(get_settings()) as conn:
-            pending = pending_migrations(conn)
+            names = action(conn)
     except VidinsightError as exc:
-        return _fail("status", exc)
-    for name in pending:
-        print(f"pending {name}")
-    if not pending:
+        return _fail(command, exc)
+    for name in names:
+        print(f"{verb} {name}")
+    if not names:
         print("up to date")
-    return 1 if pending else 0
+    return exit_if_any if names else 0
 
 
 def _fail(command: str, exc: VidinsightError) -> int:

@@ -7,11 +7,8 @@ Kafka AdminClient by a background thread every few seconds, so a burst of reques
 costs the broker one query, not one per request, and no request ever waits for one
 (a request that had to refresh the figure held up every request behind its lock).
 
-The group's committed offsets are read by a consumer that carries the group id but
-never subscribes (so it never joins the group), not by the AdminClient: librdkafka
-2.16's AdminClient ListConsumerGroupOffsets crashes the process (SIGSEGV in
-rd_kafka_cgrp_op) when the broker's offsets coordinator is still loading, as it is on
-a fresh cluster; the consumer's own offset fetch handles that answer.
+The group's committed offsets are read by ``topics.admin.offsets_reader``, a consumer
+that never joins the group (the AdminClient's call for them can crash the process).
 """
 
 from __future__ import annotations
@@ -19,9 +16,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from topics.admin import offsets_reader
 from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,31 +37,27 @@ class LagMonitor:
         self._ttl = settings.gateway_lag_cache_seconds
         self._timeout = min(settings.admin_timeout_seconds, 5.0)
         self._lock = threading.Lock()
-        self._offsets_reader = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "client.id": "vidinsight-gateway-lag",
-            }
+        self._offsets_reader = offsets_reader(
+            settings.kafka_bootstrap, group, "vidinsight-gateway-lag"
         )
-        self._value: int | None = None
+        # Measured once before the first request, so a gateway that starts into a backlog
+        # sheds from its first answer; from then on only the background thread measures.
+        self._value: int | None = self._measure()
         self._stopped = threading.Event()
         self._refresher = threading.Thread(target=self._refresh, name="lag-monitor", daemon=True)
         self._refresher.start()
 
     def lag(self) -> int | None:
-        """Messages the group has not yet consumed; None until the broker first answered,
-        or while it does not (work is never refused for want of a figure)."""
+        """Messages the group has not yet consumed; None while the broker does not answer
+        (work is never refused for want of a figure)."""
         return self._value
 
     def _refresh(self) -> None:
-        while not self._stopped.is_set():
+        while not self._stopped.wait(self._ttl):
             with self._lock:
                 if self._stopped.is_set():
                     return
                 self._value = self._measure()
-            self._stopped.wait(self._ttl)
 
     def _measure(self) -> int | None:
         try:

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -99,6 +99,24 @@ def admin_client(bootstrap: str) -> AdminClient:
     """An AdminClient for ``bootstrap`` that logs through ``RDKAFKA_LOGGER``."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": RDKAFKA_LOGGER}
     return AdminClient(config)
+
+
+def offsets_reader(bootstrap: str, group: str, client_id: str) -> Consumer:
+    """A consumer that carries ``group``'s id but never subscribes: it reads the group's
+    committed offsets (``committed()``) without ever joining, so nothing rebalances.
+
+    Not the AdminClient: librdkafka 2.16's ListConsumerGroupOffsets crashes the process
+    (SIGSEGV in rd_kafka_cgrp_op) while the broker's offsets coordinator is still
+    loading, as on a fresh cluster; the consumer's own offset fetch handles that answer.
+    """
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "client.id": client_id,
+        }
+    )
 
 
 def kafka_error(exc: BaseException, what: str) -> VidinsightError:
