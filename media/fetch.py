@@ -4,9 +4,10 @@ Before every hop (the first request and each redirect) the host is resolved and
 every address it resolves to must be public: loopback, private, link-local (cloud
 metadata at 169.254.169.254), shared, reserved and multicast addresses are refused,
 so a job cannot make a worker read internal services. Redirects are followed by
-hand, so each target passes the same check. Known gap: the HTTP client resolves the
-host again when connecting, so a DNS answer that changes between check and connect
-(rebinding) is not caught; pinning the checked address needs a custom transport.
+hand, so each target passes the same check. The request then goes to the checked
+address itself (``pin``: the URL's host replaced by the address, with the Host header
+and the TLS server name kept), so a DNS answer that changes between the check and the
+connection (rebinding) cannot send it anywhere else.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import BinaryIO
-from urllib.parse import urljoin, urlparse
+from typing import Any, BinaryIO
+from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit
 
 import httpx
 
@@ -74,6 +75,28 @@ def resolve_and_validate(url: str, allowed: Iterable[Network] = ()) -> list[IPAd
     return addresses
 
 
+@dataclass(frozen=True)
+class Pinned:
+    """A request aimed at the address the guard checked, not at whatever DNS says next."""
+
+    url: str  # the URL with its host replaced by the checked address, port kept
+    headers: dict[str, str]  # Host: the name the server expects
+    extensions: dict[str, Any]  # sni_hostname: the name TLS verifies the certificate for
+
+
+def pin(url: str, allowed: Iterable[Network] = ()) -> Pinned:
+    """Resolve and check ``url``'s host (``resolve_and_validate``), then pin the first address."""
+    address = resolve_and_validate(url, allowed)[0]
+    parts = urlsplit(url)
+    literal = f"[{address}]" if address.version == 6 else str(address)
+    netloc = f"{literal}:{parts.port}" if parts.port else literal
+    return Pinned(
+        url=urlunsplit(parts._replace(netloc=netloc)),
+        headers={"Host": parts.netloc.rsplit("@", 1)[-1]},
+        extensions={"sni_hostname": parts.hostname or ""},
+    )
+
+
 def fetch(
     url: str,
     target: BinaryIO,
@@ -90,9 +113,14 @@ def fetch(
     timeout = httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds)
     with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout) as client:
         for _ in range(max_redirects + 1):
-            resolve_and_validate(url, allowed)
+            pinned = pin(url, allowed)
             try:
-                with client.stream("GET", url) as response:
+                with client.stream(
+                    "GET",
+                    pinned.url,
+                    headers=pinned.headers,
+                    extensions=pinned.extensions,
+                ) as response:
                     if response.status_code in REDIRECT_STATUSES:
                         url = urljoin(url, response.headers.get("location", ""))
                         continue

@@ -6,7 +6,7 @@ attempt is recorded in ``webhook_deliveries`` (``sinks.deliveries``), so support
 answer "did you call us?" attempt by attempt.
 
 Security: the receiver's URL passes the same SSRF guard as ingestion's fetcher
-(``media.fetch.resolve_and_validate``: after DNS resolution, only public unicast
+(``media.fetch.pin``: after DNS resolution, only public unicast
 addresses), the connection goes to the address that was checked (the host name only
 travels as ``Host`` and TLS SNI, so a DNS answer that changes between check and
 connect cannot redirect the call inward), and redirects are never followed.
@@ -20,18 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from media.fetch import Network, parse_networks, resolve_and_validate
+from media.fetch import Network, parse_networks, pin
 from sinks.db import Pool, transaction
 from sinks.deliveries import record_delivery
 from vidinsight.errors import PermanentError
@@ -130,36 +128,25 @@ def deliver(
 def _attempt(url: str, body: bytes, policy: WebhookPolicy) -> tuple[int | None, str | None, bool]:
     """One delivery: (HTTP status or None, error text or None, whether to retry)."""
     try:
-        address = resolve_and_validate(url, policy.allowed_networks)[0]
+        pinned = pin(url, policy.allowed_networks)
     except PermanentError as exc:
         return None, f"{exc.reason.value}: {exc.message}"[:MAX_ERROR_CHARS], False
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    pinned = _with_address(url, address)
     headers = {
+        **pinned.headers,
         "Content-Type": "application/json",
-        "Host": parts.netloc.rsplit("@", 1)[-1],
         "User-Agent": "vidinsight-webhooks/1",
         SIGNATURE_HEADER: signature(policy.secret, int(time.time()), body),
     }
     try:
         with httpx.Client(trust_env=False, follow_redirects=False) as client:
             answer = client.post(
-                pinned,
+                pinned.url,
                 content=body,
                 headers=headers,
                 timeout=policy.timeout_seconds,
-                extensions={"sni_hostname": host},
+                extensions=pinned.extensions,
             )
     except httpx.HTTPError as exc:
         return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS], True
     error = None if 200 <= answer.status_code < 300 else f"answered HTTP {answer.status_code}"
     return answer.status_code, error, True
-
-
-def _with_address(url: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    """``url`` with its host replaced by the checked address (the port kept)."""
-    parts = urlsplit(url)
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = f"{literal}:{parts.port}" if parts.port else literal
-    return urlunsplit(parts._replace(netloc=netloc))

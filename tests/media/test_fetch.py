@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -36,11 +38,12 @@ def test_guard_refuses_internal_addresses(url: str) -> None:
 
 class Recorder(ThreadingHTTPServer):
     hits: list[str]
+    hosts: list[str]  # the Host header of each request
 
 
 def serve(host: str, handler: type[BaseHTTPRequestHandler]) -> Recorder:
     server = Recorder((host, 0), handler)
-    server.hits = []
+    server.hits, server.hosts = [], []
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -64,6 +67,7 @@ def servers() -> Iterator[tuple[Recorder, Recorder]]:
     class Public(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.server.hits.append(self.path)  # type: ignore[attr-defined]
+            self.server.hosts.append(self.headers.get("Host", ""))  # type: ignore[attr-defined]
             if self.path == "/to-loopback":
                 self.send_response(302)
                 self.send_header("Location", f"http://127.0.0.2:{internal.server_port}/secret")
@@ -126,3 +130,28 @@ def test_allowed_source_is_fetched_within_its_size_cap(servers: tuple[Recorder, 
     with pytest.raises(PermanentError) as caught:
         _fetch(f"http://127.0.0.1:{public.server_port}/video.mp4", max_bytes=1000)
     assert caught.value.reason is Reason.TOO_LARGE
+
+
+def test_a_name_that_rebinds_after_the_check_is_still_fetched_from_the_checked_address(
+    servers: tuple[Recorder, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS answers 127.0.0.1 (allowed) to the guard, then 127.0.0.2 (internal) to whoever
+    asks next: the request goes to the address the guard checked, never to the new one."""
+    public, internal = servers
+    real_getaddrinfo = socket.getaddrinfo
+    answers = iter(["127.0.0.1"])
+
+    def rebinding(host: str, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "media.rebind.test":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        address = next(answers, "127.0.0.2")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    body = _fetch(f"http://media.rebind.test:{public.server_port}/video.mp4")
+
+    assert body == b"x" * 5000
+    assert public.hits == ["/video.mp4"] and public.hosts == [
+        f"media.rebind.test:{public.server_port}"
+    ]
+    assert internal.hits == []
