@@ -37,6 +37,7 @@ from vidinsight.errors import (
     PermanentError,
     Reason,
     TransientError,
+    VidinsightError,
     attach_costs,
     costs_of,
 )
@@ -291,7 +292,7 @@ def _call_with_retries(
             error = translate_provider_error(exc)
             if error is None:
                 raise
-            if attempt == settings.llm_max_retries:
+            if not isinstance(error, TransientError) or attempt == settings.llm_max_retries:
                 raise error from exc
             logger.info(
                 "provider call failed, retrying",
@@ -308,13 +309,23 @@ def _connection(model: str, settings: Settings) -> dict[str, Any]:
     if model in settings.llm_api_bases:
         connection["api_base"] = settings.llm_api_bases[model]
     key_variable = settings.llm_api_key_envs.get(model)
-    if key_variable and os.environ.get(key_variable):
+    if key_variable:
+        if not os.environ.get(key_variable):
+            raise PermanentError(
+                Reason.PROVIDER_AUTH_FAILED,
+                f"{model}: its API key variable {key_variable} is not set in this process",
+            )
         connection["api_key"] = os.environ[key_variable]
     return connection
 
 
-def translate_provider_error(exc: BaseException) -> TransientError | None:
-    """litellm's exception as the platform's transient error, or None if it is not one."""
+def translate_provider_error(exc: BaseException) -> VidinsightError | None:
+    """litellm's exception as the platform's error: transient for what passes (429, 5xx,
+    timeouts, refused connections), permanent for refused credentials; None otherwise."""
+    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
+        return PermanentError(
+            Reason.PROVIDER_AUTH_FAILED, f"provider refused the credentials ({type(exc).__name__})"
+        )
     if isinstance(exc, litellm.Timeout):
         return TransientError(Reason.TIMEOUT, f"provider timed out: {type(exc).__name__}")
     if isinstance(exc, litellm.RateLimitError):

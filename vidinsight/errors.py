@@ -45,6 +45,9 @@ class Reason(StrEnum):
     SOURCE_FORBIDDEN = "source_forbidden"
     SOURCE_UNREACHABLE = "source_unreachable"
     INVALID_LLM_OUTPUT = "invalid_llm_output"
+    # The provider refused our credentials, or none are configured: an operator must act
+    # (set or rotate the key), then replay; retrying alone would never succeed.
+    PROVIDER_AUTH_FAILED = "provider_auth_failed"
     BUDGET_EXCEEDED = "budget_exceeded"
     JOB_CANCELLED = "job_cancelled"
     # Retries exhausted for a fault nobody classified.

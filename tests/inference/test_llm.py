@@ -211,6 +211,42 @@ def test_unreachable_provider_is_transient_unavailable(
     assert raised.value.reason is Reason.PROVIDER_UNAVAILABLE
 
 
+def test_refused_credentials_are_permanent_and_not_retried(
+    hosted: Settings,
+    openai_server: OpenAIServer,
+    context: LLMContext,
+    messages: list[dict[str, Any]],
+    prices: PriceBook,
+) -> None:
+    """A 401 is the operator's to fix (then replay): dead-lettered, not retried forever."""
+    openai_server.always(ScriptedReply(status=401))
+
+    with pytest.raises(PermanentError) as raised:
+        complete("classify", messages, Verdict, context, prices=prices, settings=hosted)
+
+    assert raised.value.reason is Reason.PROVIDER_AUTH_FAILED
+    assert len(openai_server.requests) == 1
+
+
+def test_a_key_variable_that_is_not_set_fails_before_any_call(
+    hosted: Settings,
+    openai_server: OpenAIServer,
+    context: LLMContext,
+    messages: list[dict[str, Any]],
+    prices: PriceBook,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(KEY_VARIABLE)
+
+    with pytest.raises(PermanentError) as raised:
+        complete("classify", messages, Verdict, context, prices=prices, settings=hosted)
+
+    assert raised.value.reason is Reason.PROVIDER_AUTH_FAILED
+    assert KEY_VARIABLE in raised.value.message
+    assert "sk-test" not in str(raised.value)
+    assert openai_server.requests == []
+
+
 def test_slow_provider_times_out_as_transient(
     settings: Settings,
     openai_server: OpenAIServer,
