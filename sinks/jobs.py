@@ -127,17 +127,31 @@ def set_status(conn: Connection, job_id: str, status: str) -> bool:
     return _current_status(conn, job_id) == status
 
 
-def fail_job(conn: Connection, job_id: str, stage: str, reason: Reason | str, message: str) -> bool:
-    """Mark an unfinished job failed with the stage and reason code; False if already finished."""
+def fail_job(
+    conn: Connection,
+    job_id: str,
+    stage: str,
+    reason: Reason | str,
+    message: str,
+    customer_id: str | None = None,
+) -> bool:
+    """Mark an unfinished job failed with the stage and reason code; False if already finished.
+
+    With ``customer_id``, only that customer's job: a request that reused another
+    customer's job id fails itself, never the job it collided with.
+    """
     row = conn.execute(
         "UPDATE jobs SET status = 'failed', error_stage = %s, error_reason = %s,"
         " error_message = %s, updated_at = now(), completed_at = now()"
-        " WHERE job_id = %s AND status IN ('queued', 'running') RETURNING job_id",
+        " WHERE job_id = %s AND status IN ('queued', 'running')"
+        " AND (%s::text IS NULL OR customer_id = %s) RETURNING job_id",
         (
             stage,
             reason.value if isinstance(reason, Reason) else reason,
             message[:MAX_ERROR_MESSAGE_CHARS],
             job_id,
+            customer_id,
+            customer_id,
         ),
     ).fetchone()
     if row is not None:

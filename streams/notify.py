@@ -40,7 +40,9 @@ def notify(inbound: Inbound) -> StageResult:
     """Send the job's webhook (if it asked for one) and its analytics event."""
     ended = inbound.value
     with transaction(_pool()) as conn:
-        job = get_job(conn, ended["job_id"])
+        # Scoped to the announcing customer: a request that reused another customer's job
+        # id announces its own failure, and that other customer hears nothing of it.
+        job = get_job(conn, ended["job_id"], ended["customer_id"])
     if job is not None and job.get("webhook_url"):
         event = job_event({**job, "status": ended["status"]})
         deliver(

@@ -34,7 +34,12 @@ def build_worker(stage: Stage, settings: Settings) -> StageWorker:
             return
         try:
             jobs.fail_job(
-                conn, item.job_id, stage.name, item.failure.reason, item.failure.exception_message
+                conn,
+                item.job_id,
+                stage.name,
+                item.failure.reason,
+                item.failure.exception_message,
+                item.customer_id,
             )
         except PermanentError as exc:
             if exc.reason is not Reason.NOT_FOUND:

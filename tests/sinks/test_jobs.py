@@ -101,6 +101,15 @@ def test_a_failed_job_carries_stage_and_reason(db: Connection) -> None:
     )
 
 
+def test_a_failure_under_another_customers_name_leaves_the_job_alone(db: Connection) -> None:
+    owner, intruder = _customer(), _customer()
+    job_id = _new_job(db, owner)
+    assert not jobs.fail_job(db, job_id, "ingest", Reason.CONFLICT, "job id reused", intruder)
+    job = jobs.get_job(db, job_id)
+    assert job is not None and job["status"] == "queued" and job["error_reason"] is None
+    assert jobs.fail_job(db, job_id, "ingest", Reason.CORRUPT_MEDIA, "bad", owner)
+
+
 def test_status_of_an_unknown_job_is_not_found(db: Connection) -> None:
     with pytest.raises(PermanentError) as caught:
         jobs.set_status(db, f"job_{uuid.uuid4().hex}", "running")
