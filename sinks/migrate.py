@@ -8,13 +8,21 @@ once and a half-applied migration is impossible (its transaction rolls back whol
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import scalar_row
+
+from sinks.db import connect
+from vidinsight.errors import TransientError
+from vidinsight.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 MIGRATION_FILE = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
@@ -57,6 +65,28 @@ def migrate(conn: psycopg.Connection[Any], directory: Path = MIGRATIONS_DIR) -> 
             conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (migration.name,))
         applied.append(migration.name)
     return applied
+
+
+def migrate_when_reachable(settings: Settings, stage: str) -> None:
+    """Apply migrations at a process's start-up, waiting out a database not up yet.
+
+    A worker started before PostgreSQL (or during its restart) waits instead of exiting;
+    its messages wait in Kafka meanwhile.
+    """
+    attempt = 0
+    while True:
+        try:
+            with connect(settings) as conn:
+                migrate(conn)
+            return
+        except TransientError as exc:
+            attempt += 1
+            log.warning(
+                "database not reachable at start-up: %s",
+                exc.message,
+                extra={"reason": exc.reason, "attempt": attempt, "stage": stage},
+            )
+            time.sleep(min(settings.transient_backoff_max_seconds, 0.5 * attempt))
 
 
 def pending_migrations(

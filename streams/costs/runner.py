@@ -7,42 +7,18 @@ the batch in hand, commits the acked offsets and leaves the group, then exits.
 from __future__ import annotations
 
 import logging
-import time
 
 import faust
 
 from schemas.codec import Codec
-from sinks.db import Pool, create_pool, translate_errors
-from sinks.migrate import migrate
+from sinks.db import create_pool
+from sinks.migrate import migrate_when_reachable
 from streams.costs.app import build_app, input_topic
 from telemetry import logs
 from telemetry.metrics import serve
-from vidinsight.errors import TransientError
 from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _migrate_when_reachable(pool: Pool, settings: Settings) -> None:
-    """Apply migrations at start-up, waiting out a database that is not up yet.
-
-    An aggregator started before PostgreSQL (or during its restart) waits instead of
-    exiting; its events wait in Kafka meanwhile.
-    """
-    attempt = 0
-    while True:
-        try:
-            with translate_errors(), pool.connection() as conn:
-                migrate(conn)
-            return
-        except TransientError as exc:
-            attempt += 1
-            log.warning(
-                "database not reachable at start-up: %s",
-                exc.message,
-                extra={"reason": exc.reason, "attempt": attempt, "stage": "costs"},
-            )
-            time.sleep(min(settings.transient_backoff_max_seconds, 0.5 * attempt))
 
 
 def run(settings: Settings) -> int:
@@ -50,7 +26,7 @@ def run(settings: Settings) -> int:
     logs.configure(settings.log_level)
     port = serve(settings.metrics_port, settings.metrics_host)
     pool = create_pool(settings, name="costs")
-    _migrate_when_reachable(pool, settings)
+    migrate_when_reachable(settings, "costs")
     app = build_app(settings, pool, Codec(settings.registry_url))
     log.info(
         "cost aggregator starting; metrics on port %d",

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import logging
 import signal
-import time
 from types import FrameType
 
 from schemas.codec import Codec
 from sinks import jobs
-from sinks.db import Connection, connect, create_pool
-from sinks.migrate import migrate
+from sinks.db import Connection, create_pool
+from sinks.migrate import migrate_when_reachable
 from streams.runtime.batch import BatchProcessor, Item
 from streams.runtime.clients import make_consumer, make_producer
 from streams.runtime.stage import Stage
 from streams.runtime.worker import StageWorker
 from telemetry import logs
 from telemetry.metrics import serve
-from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings
 
 log = logging.getLogger("vidinsight.runtime")
@@ -53,29 +52,11 @@ def build_worker(stage: Stage, settings: Settings) -> StageWorker:
     )
 
 
-def _migrate_when_reachable(settings: Settings) -> None:
-    """Apply migrations at start-up, waiting out a database that is not up yet."""
-    attempt = 0
-    while True:
-        try:
-            with connect(settings) as conn:
-                migrate(conn)
-            return
-        except TransientError as exc:
-            attempt += 1
-            log.warning(
-                "database not reachable at start-up: %s",
-                exc.message,
-                extra={"reason": exc.reason, "attempt": attempt},
-            )
-            time.sleep(min(10.0, 0.5 * attempt))
-
-
 def run(stage: Stage, settings: Settings) -> int:
     """Run ``stage`` until SIGTERM or SIGINT; return the process exit code."""
     logs.configure(settings.log_level)
     port = serve(settings.metrics_port, settings.metrics_host)
-    _migrate_when_reachable(settings)
+    migrate_when_reachable(settings, stage.name)
     worker = build_worker(stage, settings)
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
