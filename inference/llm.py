@@ -33,7 +33,6 @@ from inference.pricing import PriceBook, load_pricing
 from sinks.db import Pool, transaction
 from sinks.llm_cache import get_cached, put_cached
 from vidinsight.errors import (
-    COST_EVENTS_ATTRIBUTE,
     PermanentError,
     Reason,
     TransientError,
@@ -116,7 +115,8 @@ def complete(
                 "model unavailable, trying the next one",
                 extra={"model": model, "task": task, "reason": exc.reason.value},
             )
-            paid += [dict(event) for event in costs_of(exc)]
+            attach_costs(exc, paid)  # it carries every model's paid calls so far
+            paid = [dict(event) for event in costs_of(exc)]
             last_error = exc
             continue
         except Exception as exc:
@@ -124,7 +124,6 @@ def complete(
             raise
         return replace(result, cost_events=[*paid, *result.cost_events])
     assert last_error is not None  # _models_for never returns an empty list
-    setattr(last_error, COST_EVENTS_ATTRIBUTE, paid)  # every model's, its own included
     raise last_error
 
 

@@ -225,8 +225,9 @@ class BatchProcessor:
             try:
                 result = self.stage.handler(item.inbound)
                 item.outputs = self._encode_outputs(result)
+                emitted = {str(event["event_id"]) for event in result.cost_events}
                 item.outputs += self._encode_costs(
-                    [event for key, event in paid.items() if key not in _event_ids(result)]
+                    [event for key, event in paid.items() if key not in emitted]
                 )
                 item.result = result
                 item.duration_ms = (time.monotonic() - started) * 1000
@@ -460,10 +461,6 @@ class BatchProcessor:
                         "duration_ms": round(item.duration_ms, 3),
                     },
                 )
-
-
-def _event_ids(result: StageResult) -> set[str]:
-    return {str(event["event_id"]) for event in result.cost_events}
 
 
 def _with_attempt(inbound: Inbound, attempt: int) -> Inbound:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sinks.db import Connection
@@ -110,7 +110,11 @@ def on_topics(
     wiring = STAGES[name]
     chosen = dict(topics or {})
     resolved = {"output": wiring.output_topics[0] if wiring.output_topics else "", **chosen}
-    stage = Stage(
+    if "costs" in chosen:
+        fields["costs_topic"] = chosen["costs"]
+    if "failures" in chosen:
+        fields["failure_topic"] = chosen["failures"]
+    return Stage(
         name,
         chosen.get("input", wiring.input_topic),
         wiring.input_schema,
@@ -119,9 +123,3 @@ def on_topics(
         group_id=group_id,
         **fields,
     )
-    changes: dict[str, Any] = {}
-    if "costs" in chosen:
-        changes["costs_topic"] = chosen["costs"]
-    if "failures" in chosen:
-        changes["failure_topic"] = chosen["failures"]
-    return replace(stage, **changes)
