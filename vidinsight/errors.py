@@ -10,6 +10,7 @@ Adapters translate library exceptions into these once, at the edge.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import time
 from enum import StrEnum
 from typing import Any
 
@@ -50,6 +51,15 @@ class Reason(StrEnum):
     PROVIDER_AUTH_FAILED = "provider_auth_failed"
     BUDGET_EXCEEDED = "budget_exceeded"
     JOB_CANCELLED = "job_cancelled"
+    # A handler ran past its deadline (the runtime's watchdog, or a blocking call that was
+    # given only the time that remained).
+    STAGE_TIMEOUT = "stage_timeout"
+    # What the runtime could not store or produce for one message: PostgreSQL refused its
+    # values (a NUL byte), the broker refused the record (too large, invalid), or an output
+    # could not be encoded.
+    UNSTORABLE_MESSAGE = "unstorable_message"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    UNDELIVERABLE_MESSAGE = "undeliverable_message"
     # Retries exhausted for a fault nobody classified.
     RETRIES_EXHAUSTED = "retries_exhausted"
     UNEXPECTED_ERROR = "unexpected_error"
@@ -95,6 +105,33 @@ class PermanentError(VidinsightError):
     """The message itself cannot be processed; retrying will not help."""
 
     error_class = ErrorClass.PERMANENT
+
+
+class StageTimeout(VidinsightError):
+    """The work ran past its deadline: retried within the unknown-fault bound, then parked.
+
+    Not transient (a hostile file or a dripping server hangs every time) and not
+    permanent (a busy machine may finish next time), so it is bounded like an unknown fault.
+    """
+
+    error_class = ErrorClass.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(Reason.STAGE_TIMEOUT, message)
+
+
+def remaining_seconds(deadline: float | None, what: str) -> float | None:
+    """Seconds left before ``deadline`` (a ``time.monotonic()`` instant), None if unbounded.
+
+    Every blocking call inside a handler is given this as its timeout, so the whole unit
+    of work ends by its deadline; raises ``StageTimeout`` naming ``what`` once it has passed.
+    """
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise StageTimeout(f"{what}: deadline passed")
+    return left
 
 
 def classify(exc: BaseException) -> tuple[ErrorClass, Reason]:
