@@ -8,6 +8,12 @@ hand, so each target passes the same check. The request then goes to the checked
 address itself (``pin``: the URL's host replaced by the address, with the Host header
 and the TLS server name kept), so a DNS answer that changes between the check and the
 connection (rebinding) cannot send it anywhere else.
+
+Time: httpx's timeouts bound each socket read, not the request, so a server that sends
+its headers one byte a second holds a call for ever. Requests here go through httpcore
+(httpx's own engine) with a network backend that gives every connect, TLS handshake,
+read and write only the time left before one instant (``bounded_pool``): connect,
+headers and body together end by it, without a watchdog thread.
 """
 
 from __future__ import annotations
@@ -15,19 +21,22 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 from urllib.parse import urljoin, urlparse, urlsplit, urlunsplit
 
-import httpx
+import httpcore
 
-from vidinsight.errors import PermanentError, Reason
+from vidinsight.errors import PermanentError, Reason, StageTimeout, remaining_seconds
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+# What httpcore raises when a connection fails or its peer breaks HTTP (timeouts apart).
+TRANSPORT_ERRORS = (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol)
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,83 @@ def pin(url: str, allowed: Iterable[Network] = ()) -> Pinned:
     )
 
 
+class _BoundedStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by ``until``."""
+
+    def __init__(self, stream: httpcore.NetworkStream, until: float) -> None:
+        self._stream = stream
+        self._until = until
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _clip(timeout, self._until, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _clip(timeout, self._until, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _clip(timeout, self._until, httpcore.ConnectTimeout)
+        return _BoundedStream(
+            self._stream.start_tls(ssl_context, server_hostname, timeout), self._until
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _BoundedBackend(httpcore.NetworkBackend):
+    """Plain sockets whose connect, and every operation after it, ends by ``until``."""
+
+    def __init__(self, until: float) -> None:
+        self._sockets = httpcore.SyncBackend()
+        self._until = until
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.NetworkStream:
+        timeout = _clip(timeout, self._until, httpcore.ConnectTimeout)
+        stream = self._sockets.connect_tcp(host, port, timeout, local_address, socket_options)
+        return _BoundedStream(stream, self._until)
+
+
+def _clip(timeout: float | None, until: float, expired: type[Exception]) -> float:
+    """The smaller of an operation's own timeout and the time left; ``expired`` once none is."""
+    left = until - time.monotonic()
+    if left <= 0:
+        raise expired("the time allowed for the request has run out")
+    return left if timeout is None else min(timeout, left)
+
+
+def bounded_pool(until: float) -> httpcore.ConnectionPool:
+    """Connections whose whole exchange (connect, TLS, headers, body) ends by ``until``.
+
+    Each socket operation gets only the time left, so a peer that drips bytes, or never
+    stops sending, raises an ``httpcore.TimeoutException`` at ``until`` at the latest.
+    """
+    return httpcore.ConnectionPool(network_backend=_BoundedBackend(until))
+
+
+def header(response: httpcore.Response, name: str) -> str:
+    """The value of the response header ``name`` (case-insensitive), or "" without one."""
+    wanted = name.lower().encode()
+    for key, value in response.headers:
+        if key.lower() == wanted:
+            return value.decode("latin-1")
+    return ""
+
+
 def fetch(
     url: str,
     target: BinaryIO,
@@ -106,31 +192,42 @@ def fetch(
     connect_timeout_seconds: float,
     max_redirects: int,
     allowed: Iterable[Network] = (),
+    deadline: float | None = None,
 ) -> Fetched:
-    """Stream ``url`` into ``target``, checking every hop; the caps are permanent errors."""
+    """Stream ``url`` into ``target``, checking every hop; the caps are permanent errors.
+
+    The whole download, redirects included, ends by ``timeout_seconds`` from now (a
+    permanent source_unreachable: the source is too slow) or by ``deadline`` (a
+    ``time.monotonic()`` instant: StageTimeout, the handler ran out of time), whichever
+    comes first.
+    """
     allowed = tuple(allowed)
-    deadline = time.monotonic() + timeout_seconds
-    timeout = httpx.Timeout(timeout_seconds, connect=connect_timeout_seconds)
-    with httpx.Client(follow_redirects=False, trust_env=False, timeout=timeout) as client:
+    remaining_seconds(deadline, f"fetching {url}")
+    cap = time.monotonic() + timeout_seconds
+    until = cap if deadline is None else min(cap, deadline)
+    timeouts = {"timeout": {"connect": connect_timeout_seconds}}
+    with bounded_pool(until) as pool:
         for _ in range(max_redirects + 1):
             pinned = pin(url, allowed)
             try:
-                with client.stream(
+                with pool.stream(
                     "GET",
                     pinned.url,
-                    headers=pinned.headers,
-                    extensions=pinned.extensions,
+                    headers=list(pinned.headers.items()),
+                    extensions={**pinned.extensions, **timeouts},
                 ) as response:
-                    if response.status_code in REDIRECT_STATUSES:
-                        url = urljoin(url, response.headers.get("location", ""))
+                    if response.status in REDIRECT_STATUSES:
+                        url = urljoin(url, header(response, "location"))
                         continue
-                    _check_status(url, response.status_code)
-                    return _copy(response, target, url, max_bytes, deadline)
-            except httpx.TimeoutException as exc:
+                    _check_status(url, response.status)
+                    return _copy(response, target, url, max_bytes)
+            except httpcore.TimeoutException as exc:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise StageTimeout(f"fetching {url}: deadline passed") from exc
                 raise PermanentError(
                     Reason.SOURCE_UNREACHABLE, f"{url} timed out after {timeout_seconds:.0f} s"
                 ) from exc
-            except httpx.TransportError as exc:
+            except TRANSPORT_ERRORS as exc:
                 raise PermanentError(Reason.SOURCE_UNREACHABLE, f"{url}: {exc}") from exc
     raise PermanentError(Reason.SOURCE_UNREACHABLE, f"more than {max_redirects} redirects")
 
@@ -143,25 +240,22 @@ def _check_status(url: str, status: int) -> None:
         raise PermanentError(Reason.SOURCE_UNREACHABLE, f"{url} answered HTTP {status}")
 
 
-def _copy(
-    response: httpx.Response, target: BinaryIO, url: str, max_bytes: int, deadline: float
-) -> Fetched:
-    """Copy the body with its hash, refusing it once it passes the size or time cap."""
-    declared = int(response.headers.get("content-length") or 0)
+def _copy(response: httpcore.Response, target: BinaryIO, url: str, max_bytes: int) -> Fetched:
+    """Copy the body with its hash, refusing it once it passes the size cap (the time cap
+    is the pool's: a read past it raises)."""
+    declared = int(header(response, "content-length") or 0)
     if declared > max_bytes:
         raise PermanentError(
             Reason.TOO_LARGE, f"{url} declares {declared} bytes, more than the maximum {max_bytes}"
         )
     digest = hashlib.sha256()
     size = 0
-    for block in response.iter_bytes():
+    for block in response.iter_stream():
         size += len(block)
         if size > max_bytes:
             raise PermanentError(
                 Reason.TOO_LARGE, f"{url} sent more than the maximum of {max_bytes} bytes"
             )
-        if time.monotonic() > deadline:
-            raise PermanentError(Reason.SOURCE_UNREACHABLE, f"{url} took longer than the time cap")
         digest.update(block)
         target.write(block)
     return Fetched(sha256=digest.hexdigest(), size_bytes=size, final_url=url)

@@ -11,6 +11,10 @@ addresses), the connection goes to the address that was checked (the host name o
 travels as ``Host`` and TLS SNI, so a DNS answer that changes between check and
 connect cannot redirect the call inward), and redirects are never followed.
 
+Time: an attempt is one exchange, connect to the answer's last byte, bounded as a whole
+(``media.fetch.bounded_pool``) by the policy's timeout and by the caller's deadline, so a
+receiver that drips its headers or never ends its answer cannot hold the notify stage.
+
 Signature: header ``Vidinsight-Signature: t=<unix seconds>,v1=<hex>``, where hex is
 HMAC-SHA256 with the platform's webhook secret over ``"<t>." + body``. Receivers
 recompute it and reject old timestamps, which defeats replays.
@@ -27,9 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpcore
 
-from media.fetch import Network, parse_networks, pin
+from media.fetch import TRANSPORT_ERRORS, Network, bounded_pool, parse_networks, pin
 from sinks.db import Pool, transaction
 from sinks.deliveries import record_delivery
 from vidinsight.errors import PermanentError
@@ -97,11 +101,16 @@ def deliver(
     event: Mapping[str, Any],
     policy: WebhookPolicy,
     sleep: Callable[[float], None] = time.sleep,
+    deadline: float | None = None,
 ) -> bool:
     """POST ``event`` to ``url`` until a 2xx or the attempts run out; True if delivered.
 
     A URL the SSRF guard refuses is recorded once and never retried. Without a signing
-    secret nothing is sent: an unsigned webhook could be forged by anyone.
+    secret nothing is sent: an unsigned webhook could be forged by anyone. With a
+    ``deadline`` (a ``time.monotonic()`` instant) every attempt ends by it and no backoff
+    starts that would end past it; running out of time is recorded as a failed attempt
+    whose error starts with ``stage_timeout`` and returns False rather than raising, so
+    the caller's other notifications carry on.
     """
     if not policy.secret:
         log.warning(
@@ -110,9 +119,8 @@ def deliver(
         return False
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
     for attempt in range(1, policy.max_attempts + 1):
-        status, error, retry = _attempt(url, body, policy)
-        with transaction(pool) as conn:
-            record_delivery(conn, job_id, url, attempt, status, error)
+        status, error, retry = _attempt(url, body, policy, deadline)
+        _record(pool, job_id, url, attempt, status, error)
         if status is not None and 200 <= status < 300:
             return True
         log.info(
@@ -121,12 +129,38 @@ def deliver(
         )
         if not retry or attempt == policy.max_attempts:
             return False
-        sleep(policy.backoff_seconds(attempt))
+        pause = policy.backoff_seconds(attempt)
+        if deadline is not None and time.monotonic() + pause >= deadline:
+            late = f"stage_timeout: not sent: a {pause:g} s backoff would end past the deadline"
+            _record(pool, job_id, url, attempt + 1, None, late)
+            return False
+        sleep(pause)
     return False
 
 
-def _attempt(url: str, body: bytes, policy: WebhookPolicy) -> tuple[int | None, str | None, bool]:
-    """One delivery: (HTTP status or None, error text or None, whether to retry)."""
+def _record(
+    pool: Pool, job_id: str, url: str, attempt: int, status: int | None, error: str | None
+) -> None:
+    """One row of ``webhook_deliveries``, committed at once so support sees it mid-retry."""
+    with transaction(pool) as conn:
+        record_delivery(conn, job_id, url, attempt, status, error)
+
+
+def _attempt(
+    url: str, body: bytes, policy: WebhookPolicy, deadline: float | None
+) -> tuple[int | None, str | None, bool]:
+    """One delivery: (HTTP status or None, error text or None, whether to retry).
+
+    The answer counts once it has arrived whole (its body is read and dropped): an
+    attempt is then one bounded exchange, and a receiver whose answer never ends is
+    treated like one that never answers.
+    """
+    now = time.monotonic()
+    if deadline is not None and deadline <= now:
+        return None, "stage_timeout: not sent: the deadline has passed", False
+    until = now + policy.timeout_seconds
+    if deadline is not None:
+        until = min(until, deadline)
     try:
         pinned = pin(url, policy.allowed_networks)
     except PermanentError as exc:
@@ -138,15 +172,23 @@ def _attempt(url: str, body: bytes, policy: WebhookPolicy) -> tuple[int | None, 
         SIGNATURE_HEADER: signature(policy.secret, int(time.time()), body),
     }
     try:
-        with httpx.Client(trust_env=False, follow_redirects=False) as client:
-            answer = client.post(
+        with (
+            bounded_pool(until) as connections,
+            connections.stream(
+                "POST",
                 pinned.url,
                 content=body,
-                headers=headers,
-                timeout=policy.timeout_seconds,
+                headers=list(headers.items()),
                 extensions=pinned.extensions,
-            )
-    except httpx.HTTPError as exc:
+            ) as answer,
+        ):
+            for _ in answer.iter_stream():
+                pass
+    except httpcore.TimeoutException:
+        if deadline is not None and time.monotonic() >= deadline:
+            return None, "stage_timeout: the deadline passed before the answer ended", False
+        return None, f"timeout: no complete answer within {policy.timeout_seconds:g} s", True
+    except TRANSPORT_ERRORS as exc:
         return None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS], True
-    error = None if 200 <= answer.status_code < 300 else f"answered HTTP {answer.status_code}"
-    return answer.status_code, error, True
+    error = None if 200 <= answer.status < 300 else f"answered HTTP {answer.status}"
+    return answer.status, error, True

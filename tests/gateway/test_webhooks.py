@@ -1,5 +1,6 @@
 """Webhooks: signed over timestamp and body, retried with backoff, every attempt recorded,
-and never sent to an address the SSRF guard refuses."""
+never sent to an address the SSRF guard refuses, and bounded in time as a whole exchange
+(a receiver that drips its headers or never ends its answer cannot hold notifications)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,13 @@ from media.fetch import parse_networks
 from sinks.db import Pool, transaction
 from sinks.deliveries import job_deliveries
 from sinks.webhooks import SIGNATURE_HEADER, WebhookPolicy, deliver, job_event
+from tests.fixtures.network import StallingHttpServer
 
 SECRET = "whsec_test"
+# A stalling receiver is given this long...
+DEADLINE_SECONDS = 3.0
+# ...and must be given up no later than this after it, even on a loaded two-core machine.
+SLACK_SECONDS = 3.0
 
 
 class Receiver:
@@ -56,13 +62,15 @@ def receiver() -> Iterator[Receiver]:
     endpoint.close()
 
 
-def policy(allowed: str = "") -> WebhookPolicy:
+def policy(
+    allowed: str = "", timeout_seconds: float = 5, backoff_initial_seconds: float = 0.05
+) -> WebhookPolicy:
     return WebhookPolicy(
         secret=SECRET,
         max_attempts=4,
-        backoff_initial_seconds=0.05,
-        backoff_max_seconds=1.0,
-        timeout_seconds=5,
+        backoff_initial_seconds=backoff_initial_seconds,
+        backoff_max_seconds=backoff_initial_seconds * 20,
+        timeout_seconds=timeout_seconds,
         allowed_networks=parse_networks(allowed),
     )
 
@@ -117,3 +125,119 @@ def test_inward_addresses_are_refused_after_resolution(
     assert len(attempts) == 1  # refused once, never retried
     assert attempts[0]["status_code"] is None
     assert attempts[0]["error"].startswith("source_forbidden")
+
+
+@pytest.fixture(params=["drip-headers", "endless-body"])
+def stalling(request: pytest.FixtureRequest) -> Iterator[StallingHttpServer]:
+    """A receiver whose answer never ends: headers one byte every 0.5 s, or a body for ever."""
+    interval = 0.5 if request.param == "drip-headers" else 0.05
+    server = StallingHttpServer(request.param, interval_seconds=interval)
+    yield server
+    server.close()
+
+
+def attempts_of(db_pool: Pool, job_id: str) -> list[tuple[int, int | None, str]]:
+    with transaction(db_pool) as conn:
+        rows = job_deliveries(conn, job_id)
+    return [(row["attempt"], row["status_code"], row["error"] or "") for row in rows]
+
+
+def test_a_stalling_receiver_fails_at_the_deadline_and_the_next_webhook_goes_out(
+    stalling: StallingHttpServer, db_pool: Pool
+) -> None:
+    """The policy would wait a minute per attempt; the deadline ends the whole delivery,
+    which is recorded as failed, not raised, and the next notification is sent as usual."""
+    slow_job, next_job = f"job_{uuid.uuid4().hex}", f"job_{uuid.uuid4().hex}"
+    rules = policy("127.0.0.0/8", timeout_seconds=60)
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    delivered = deliver(
+        db_pool,
+        slow_job,
+        stalling.url("/hooks"),
+        job_event({"job_id": slow_job, "status": "completed"}),
+        rules,
+        deadline=deadline,
+    )
+    ended = time.monotonic()
+    assert not delivered
+    assert deadline <= ended <= deadline + SLACK_SECONDS
+    [(attempt, status, error)] = attempts_of(db_pool, slow_job)
+    assert (attempt, status) == (1, None)
+    assert error.startswith("stage_timeout: ")
+    assert stalling.wait_hung_up(1, timeout=10), "the stalled connection was left open"
+
+    normal = Receiver(failures=0)
+    try:
+        url = f"http://127.0.0.1:{normal.port}/hooks"
+        event = job_event({"job_id": next_job, "status": "completed"})
+        assert deliver(db_pool, next_job, url, event, rules, deadline=time.monotonic() + 30)
+    finally:
+        normal.close()
+    assert len(normal.calls) == 1
+    assert attempts_of(db_pool, next_job) == [(1, 204, "")]
+
+
+def test_the_attempt_timeout_bounds_each_whole_exchange(
+    stalling: StallingHttpServer, db_pool: Pool
+) -> None:
+    """Without a near deadline, each attempt still ends after the policy's timeout (connect,
+    headers and body together) and is retried, with its own reason."""
+    job_id = f"job_{uuid.uuid4().hex}"
+    timeout = 1.0
+    pauses: list[float] = []
+    began = time.monotonic()
+    delivered = deliver(
+        db_pool,
+        job_id,
+        stalling.url("/hooks"),
+        job_event({"job_id": job_id, "status": "completed"}),
+        policy("127.0.0.0/8", timeout_seconds=timeout),
+        sleep=pauses.append,
+        deadline=began + 600,
+    )
+    elapsed = time.monotonic() - began
+    assert not delivered
+    assert 4 * timeout <= elapsed <= 4 * timeout + SLACK_SECONDS
+    attempts = attempts_of(db_pool, job_id)
+    assert [(a, s) for a, s, _ in attempts] == [(1, None), (2, None), (3, None), (4, None)]
+    assert all(error.startswith("timeout: ") for _, _, error in attempts)
+    assert pauses == [0.05, 0.1, 0.2]
+    assert stalling.connections == 4
+
+
+def test_no_backoff_starts_that_would_end_past_the_deadline(db_pool: Pool) -> None:
+    """A failed attempt whose backoff would outlast the deadline is the last one: the
+    delivery ends at once, recorded as timed out, without sleeping into the deadline."""
+    failing = Receiver(failures=100)
+    job_id = f"job_{uuid.uuid4().hex}"
+    pauses: list[float] = []
+    try:
+        delivered = deliver(
+            db_pool,
+            job_id,
+            f"http://127.0.0.1:{failing.port}/hooks",
+            job_event({"job_id": job_id, "status": "completed"}),
+            policy("127.0.0.0/8", backoff_initial_seconds=120),
+            sleep=pauses.append,
+            deadline=time.monotonic() + 60,
+        )
+    finally:
+        failing.close()
+    assert not delivered
+    assert pauses == []
+    assert len(failing.calls) == 1
+    [first, second] = attempts_of(db_pool, job_id)
+    assert first == (1, 500, "answered HTTP 500")
+    assert second[:2] == (2, None) and second[2].startswith("stage_timeout: not sent")
+
+
+def test_a_passed_deadline_sends_nothing_and_says_so(receiver: Receiver, db_pool: Pool) -> None:
+    job_id = f"job_{uuid.uuid4().hex}"
+    url = f"http://127.0.0.1:{receiver.port}/hooks"
+    event = job_event({"job_id": job_id, "status": "completed"})
+    passed = time.monotonic()
+    assert not deliver(db_pool, job_id, url, event, policy("127.0.0.0/8"), deadline=passed)
+    assert receiver.calls == []
+    assert attempts_of(db_pool, job_id) == [
+        (1, None, "stage_timeout: not sent: the deadline has passed")
+    ]

@@ -1,10 +1,12 @@
-"""The SSRF guard refuses internal addresses, also behind a redirect; caps hold."""
+"""The SSRF guard refuses internal addresses, also behind a redirect; caps hold, and the
+time cap and the deadline bound the whole download, not each read."""
 
 from __future__ import annotations
 
 import io
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -12,9 +14,14 @@ from typing import Any
 import pytest
 
 from media.fetch import fetch, parse_networks, resolve_and_validate
-from vidinsight.errors import PermanentError, Reason
+from tests.fixtures.network import StallingHttpServer
+from vidinsight.errors import PermanentError, Reason, StageTimeout
 
 ONLY_127_0_0_1 = parse_networks("127.0.0.1/32")
+# A stalling source must be given up this long after the call began...
+DEADLINE_SECONDS = 3.0
+# ...and no later than this after that, even on a loaded two-core machine.
+SLACK_SECONDS = 3.0
 
 
 @pytest.mark.parametrize(
@@ -155,3 +162,49 @@ def test_a_name_that_rebinds_after_the_check_is_still_fetched_from_the_checked_a
         f"media.rebind.test:{public.server_port}"
     ]
     assert internal.hits == []
+
+
+@pytest.fixture(params=["drip-headers", "endless-body"])
+def stalling(request: pytest.FixtureRequest) -> Iterator[StallingHttpServer]:
+    """A source whose answer never ends: headers one byte a second, or a body for ever."""
+    server = StallingHttpServer(request.param, interval_seconds=0.5)
+    yield server
+    server.close()
+
+
+def _fetch_stalling(
+    server: StallingHttpServer, timeout_seconds: float, deadline: float | None
+) -> None:
+    fetch(
+        server.url("/video.mp4"),
+        io.BytesIO(),
+        max_bytes=10**12,
+        timeout_seconds=timeout_seconds,
+        connect_timeout_seconds=2,
+        max_redirects=3,
+        allowed=ONLY_127_0_0_1,
+        deadline=deadline,
+    )
+
+
+def test_a_stalling_source_ends_at_the_deadline(stalling: StallingHttpServer) -> None:
+    """Every read succeeds (a byte or a block at a time), yet the whole download ends
+    at the deadline, as a StageTimeout, not at the far later fetch time cap."""
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    with pytest.raises(StageTimeout) as caught:
+        _fetch_stalling(stalling, timeout_seconds=600, deadline=deadline)
+    ended = time.monotonic()
+    assert deadline <= ended <= deadline + SLACK_SECONDS
+    assert caught.value.reason is Reason.STAGE_TIMEOUT
+    assert stalling.connections == 1
+
+
+def test_a_stalling_source_ends_at_the_fetch_time_cap(stalling: StallingHttpServer) -> None:
+    """The fetch's own time cap is a total bound too, and keeps its own reason."""
+    began = time.monotonic()
+    with pytest.raises(PermanentError) as caught:
+        _fetch_stalling(stalling, timeout_seconds=DEADLINE_SECONDS, deadline=began + 600)
+    elapsed = time.monotonic() - began
+    assert DEADLINE_SECONDS <= elapsed <= DEADLINE_SECONDS + SLACK_SECONDS
+    assert caught.value.reason is Reason.SOURCE_UNREACHABLE
+    assert "timed out" in caught.value.message
