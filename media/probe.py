@@ -12,7 +12,7 @@ from pathlib import Path
 
 import av
 
-from vidinsight.errors import PermanentError, Reason
+from vidinsight.errors import PermanentError, Reason, remaining_seconds
 
 # Leading bytes of containers we know; a file that starts like one but cannot be
 # read is corrupt, a file that starts like none is not media at all.
@@ -76,8 +76,16 @@ def looks_like_media(path: Path) -> bool:
     return head[:1] == b"\x47" or head[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf1", b"\xff\xf9")
 
 
-def probe(path: Path, *, max_bytes: int, max_duration_seconds: float) -> MediaInfo:
-    """Probe ``path``, or raise PermanentError with the reason it cannot be processed."""
+def probe(
+    path: Path, *, max_bytes: int, max_duration_seconds: float, deadline: float | None = None
+) -> MediaInfo:
+    """Probe ``path``, or raise PermanentError with the reason it cannot be processed.
+
+    ``deadline`` (a ``time.monotonic()`` instant) is checked before opening and between
+    demuxed packets: StageTimeout once it has passed, so a file whose packets never end
+    cannot hold the handler.
+    """
+    remaining_seconds(deadline, f"probing {path.name}")
     size = path.stat().st_size
     if size == 0:
         raise PermanentError(Reason.EMPTY_MEDIA, "the file is empty (0 bytes)")
@@ -97,7 +105,7 @@ def probe(path: Path, *, max_bytes: int, max_duration_seconds: float) -> MediaIn
             raise PermanentError(
                 Reason.NO_STREAMS, "the file has neither an audio nor a video stream"
             )
-        played = _played_seconds(container)
+        played = _played_seconds(container, deadline)
     if info.duration_seconds > max_duration_seconds:
         raise PermanentError(
             Reason.TOO_LONG,
@@ -142,12 +150,13 @@ def _describe(container: av.container.InputContainer, size: int) -> MediaInfo:
     )
 
 
-def _played_seconds(container: av.container.InputContainer) -> float:
+def _played_seconds(container: av.container.InputContainer, deadline: float | None) -> float:
     """How far the file's packets reach: demuxing (no decoding) finds truncation cheaply."""
     streams = [s for s in (*container.streams.video[:1], *container.streams.audio[:1])]
     end = 0.0
     try:
         for packet in container.demux(streams):
+            remaining_seconds(deadline, "demuxing the media to find where it ends")
             if packet.pts is None or packet.time_base is None:
                 continue
             stop = (packet.pts + (packet.duration or 0)) * packet.time_base

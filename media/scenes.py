@@ -8,6 +8,10 @@ absolute difference from the previous one is both large and far above the
 differences around it, so motion inside a scene (steady, moderate differences) is
 not mistaken for a cut. The keyframe of a scene is its sharpest frame by variance of
 the Laplacian; only those few frames are then decoded again at full resolution.
+
+Every step takes an optional ``deadline`` (a ``time.monotonic()`` instant): FFmpeg is
+killed when it passes, and the Python loops over frames check it, so a hostile file
+ends in StageTimeout instead of holding the handler.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import cv2
 import numpy as np
 
 from media.tools import FFmpegFailed, ffmpeg_exe
+from vidinsight.errors import StageTimeout, remaining_seconds
 
 # A cut's difference must exceed this many times the median difference around it.
 LOCAL_RATIO = 3.0
@@ -71,8 +76,34 @@ def video_geometry(path: Path) -> tuple[int, int, float]:
         return stream.codec_context.width, stream.codec_context.height, duration
 
 
+class _KillAt:
+    """Kills a child process at a deadline from a timer thread: a decoder stuck on a
+    hostile file writes nothing, so reading its output would otherwise wait for ever."""
+
+    def __init__(self, process: subprocess.Popen[bytes], seconds: float | None) -> None:
+        self.fired = False
+        self._process = process
+        self._timer = None if seconds is None else threading.Timer(seconds, self._kill)
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _kill(self) -> None:
+        self.fired = True
+        self._process.kill()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 def grey_frames(
-    path: Path, size: tuple[int, int], times: list[float], fast_decode: bool = True
+    path: Path,
+    size: tuple[int, int],
+    times: list[float],
+    fast_decode: bool = True,
+    *,
+    deadline: float | None = None,
 ) -> Iterator[np.ndarray]:
     """The frames of ``path`` as small grey images; ``times`` fills with their timestamps.
 
@@ -80,7 +111,12 @@ def grey_frames(
     to a thumbnail) and frames no other frame refers to (B-frames, usually): a cut on
     such a frame is then seen on the next decoded one, a few frames (well under the
     0.5 s the issue allows) later, for about a third less decoding.
+
+    FFmpeg is killed at ``deadline`` (StageTimeout), and whenever the consumer stops
+    early, and is always reaped before this returns or raises.
     """
+    what = f"decoding frames of {path.name}"
+    left = remaining_seconds(deadline, what)
     width, height = size
     skips = ["-skip_loop_filter:v", "all", "-skip_frame:v", "noref"] if fast_decode else []
     command = [
@@ -91,6 +127,7 @@ def grey_frames(
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
+    watchdog = _KillAt(process, left)
     log: list[bytes] = []
     reader = threading.Thread(target=_read_times, args=(process.stderr, times, log), daemon=True)
     reader.start()
@@ -99,11 +136,18 @@ def grey_frames(
         while chunk := process.stdout.read(frame_bytes):
             if len(chunk) < frame_bytes:
                 break
+            remaining_seconds(deadline, what)
             yield np.frombuffer(chunk, dtype=np.uint8).reshape(height, width)
+    except BaseException:  # the deadline passed or the consumer stopped: no more frames
+        process.kill()
+        raise
     finally:
+        watchdog.cancel()
         process.stdout.close()
         code = process.wait()
         reader.join()
+    if watchdog.fired:
+        raise StageTimeout(f"{what}: deadline passed")
     if code != 0:
         raise FFmpegFailed(
             f"ffmpeg exited {code}: {b' | '.join(log[-5:]).decode(errors='replace')}"
@@ -129,15 +173,17 @@ def detect_scenes(
     min_scene_seconds: float = 0.6,
     keep_keyframes: bool = True,
     fast_decode: bool = True,
+    deadline: float | None = None,
 ) -> SceneAnalysis:
-    """Find the cuts and scenes of the first video stream of ``path``."""
+    """Find the cuts and scenes of the first video stream of ``path`` by ``deadline``."""
+    remaining_seconds(deadline, f"finding the scenes of {path.name}")
     width, height, duration = video_geometry(path)
     times: list[float] = []
     scores: list[float] = []
     sharp: list[float] = []
     previous: np.ndarray | None = None
     size = analysis_size(width, height, frame_width)
-    for grey in grey_frames(path, size, times, fast_decode):
+    for grey in grey_frames(path, size, times, fast_decode, deadline=deadline):
         current = grey.astype(np.int16)
         scores.append(0.0 if previous is None else float(np.abs(current - previous).mean()))
         sharp.append(sharpness(grey))
@@ -148,7 +194,7 @@ def detect_scenes(
     cut_indexes = find_cuts(scores, times, cut_threshold, min_scene_seconds)
     scenes = _scenes(cut_indexes, times, sharp, duration or times[-1])
     if keep_keyframes:
-        grab_keyframes(path, scenes)
+        grab_keyframes(path, scenes, deadline=deadline)
     return SceneAnalysis(cuts=[times[i] for i in cut_indexes], scenes=scenes, frames=len(times))
 
 
@@ -194,23 +240,29 @@ def _scenes(
     return scenes
 
 
-def grab_keyframes(path: Path, scenes: list[Scene]) -> None:
-    """Decode each scene's sharpest frame at full resolution (seek, then decode forward)."""
+def grab_keyframes(path: Path, scenes: list[Scene], *, deadline: float | None = None) -> None:
+    """Decode each scene's sharpest frame at full resolution (seek, then decode forward),
+    checking ``deadline`` before every decoded frame (a long GOP decodes many)."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for scene in scenes:
-            scene.keyframe = _frame_at(container, stream, scene.keyframe_seconds)
+            scene.keyframe = _frame_at(container, stream, scene.keyframe_seconds, deadline)
 
 
 def _frame_at(
-    container: av.container.InputContainer, stream: av.video.stream.VideoStream, seconds: float
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    seconds: float,
+    deadline: float | None,
 ) -> np.ndarray | None:
     """The first frame at or after ``seconds`` (within half a millisecond), as BGR."""
     assert stream.time_base is not None
+    remaining_seconds(deadline, f"seeking to the keyframe at {seconds:.3f} s")
     container.seek(int(seconds / stream.time_base), stream=stream, backward=True)
     last = None
     for frame in container.decode(stream):
+        remaining_seconds(deadline, f"decoding the keyframe at {seconds:.3f} s")
         if frame.time is None:
             continue
         last = frame

@@ -1,0 +1,117 @@
+"""A deadline bounds every media step: FFmpeg stuck on its input is killed and reaped at
+the deadline (StageTimeout), and a deadline already passed starts nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from media.audio import extract_audio
+from media.probe import probe
+from media.scenes import detect_scenes, grey_frames
+from tests.fixtures.media import GeneratedMedia
+from vidinsight.errors import Reason, StageTimeout
+
+# The stuck FFmpeg is given this long...
+DEADLINE_SECONDS = 1.5
+# ...and must be killed no later than this after it, even on a loaded two-core machine.
+SLACK_SECONDS = 3.0
+# Less than a pipe holds (64 KiB on Linux), so writing it never blocks the test.
+HEAD_BYTES = 60_000
+
+
+def ffmpeg_children() -> set[int]:
+    """FFmpeg processes whose parent is this one, zombies (not yet reaped) included."""
+    children = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue  # it ended while we looked
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        if parent == os.getpid() and name.startswith("ffmpeg"):
+            children.add(int(entry.name))
+    return children
+
+
+@pytest.fixture
+def stalled_video(generated_media: GeneratedMedia, tmp_path: Path) -> Iterator[Path]:
+    """A real video whose bytes stop arriving after its first 60 kB, and never end: a
+    named pipe holding the head of talk.mp4, kept open for writing by the test itself
+    (so FFmpeg waits for more instead of seeing the end of the file)."""
+    fifo = tmp_path / "stalled.mp4"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # does not wait for a reader, unlike O_WRONLY
+    with generated_media.video.open("rb") as source:
+        os.write(writer, source.read(HEAD_BYTES))
+    yield fifo
+    os.close(writer)
+
+
+def test_extract_audio_from_a_stalled_source_is_killed_at_the_deadline(
+    stalled_video: Path, tmp_path: Path
+) -> None:
+    before = ffmpeg_children()
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    with pytest.raises(StageTimeout) as caught:
+        extract_audio(stalled_video, tmp_path / "audio.wav", deadline=deadline)
+    ended = time.monotonic()
+    assert deadline <= ended <= deadline + SLACK_SECONDS
+    assert caught.value.reason is Reason.STAGE_TIMEOUT
+    assert ffmpeg_children() == before  # killed and reaped, not left running or a zombie
+
+
+def test_grey_frames_from_a_stalled_source_are_killed_at_the_deadline(
+    stalled_video: Path,
+) -> None:
+    before = ffmpeg_children()
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    with pytest.raises(StageTimeout):
+        list(grey_frames(stalled_video, (96, 54), [], deadline=deadline))
+    ended = time.monotonic()
+    assert deadline <= ended <= deadline + SLACK_SECONDS
+    assert ffmpeg_children() == before
+
+
+def test_a_consumer_that_stops_early_leaves_no_ffmpeg_behind(
+    generated_media: GeneratedMedia,
+) -> None:
+    before = ffmpeg_children()
+    frames = grey_frames(generated_media.video, (96, 54), [])
+    next(frames)
+    assert ffmpeg_children() - before  # decoding is under way
+    frames.close()
+    assert ffmpeg_children() == before
+
+
+def test_a_deadline_already_passed_starts_nothing(
+    generated_media: GeneratedMedia, tmp_path: Path
+) -> None:
+    passed = time.monotonic()
+    video = generated_media.video
+    with pytest.raises(StageTimeout):
+        extract_audio(video, tmp_path / "audio.wav", deadline=passed)
+    with pytest.raises(StageTimeout):
+        probe(video, max_bytes=10**9, max_duration_seconds=3600, deadline=passed)
+    with pytest.raises(StageTimeout):
+        detect_scenes(video, deadline=passed)
+    assert not (tmp_path / "audio.wav").exists()
+
+
+def test_a_far_deadline_changes_nothing(generated_media: GeneratedMedia, tmp_path: Path) -> None:
+    """The bounded calls give the same answers as unbounded ones when time is plenty."""
+    far = time.monotonic() + 600
+    video = generated_media.video
+    info = probe(video, max_bytes=10**9, max_duration_seconds=3600, deadline=far)
+    assert info.duration_seconds == pytest.approx(generated_media.duration_seconds, abs=1)
+    assert extract_audio(video, tmp_path / "audio.wav", deadline=far).stat().st_size > 0
+    analysis = detect_scenes(video, deadline=far)
+    assert len(analysis.cuts) == len(generated_media.cut_times)
+    assert all(scene.keyframe is not None for scene in analysis.scenes)
