@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,7 +104,7 @@ def grey_frames(
     fast_decode: bool = True,
     *,
     deadline: float | None = None,
-) -> Iterator[np.ndarray]:
+) -> Generator[np.ndarray, None, None]:
     """The frames of ``path`` as small grey images; ``times`` fills with their timestamps.
 
     ``fast_decode`` skips the deblocking filter (invisible once a frame is scaled down
