@@ -114,7 +114,12 @@ class Transcript:
 class Transcriber(Protocol):
     """Speech-to-text for one audio file."""
 
-    def transcribe(self, audio: Path, language: str | None = None) -> Transcript: ...
+    def transcribe(
+        self, audio: Path, language: str | None = None, deadline: float | None = None
+    ) -> Transcript:
+        """Transcribe ``audio``; StageTimeout once ``deadline`` (a ``time.monotonic()``
+        instant, None for no bound) has passed, so one chunk cannot outlive its handler."""
+        ...
 
 
 def transcriber_from_settings(settings: Settings) -> Transcriber:

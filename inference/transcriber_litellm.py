@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from inference.transcriber import Segment, Transcript, Word
-from vidinsight.errors import PermanentError, Reason, TransientError
+from vidinsight.errors import (
+    PermanentError,
+    Reason,
+    StageTimeout,
+    TransientError,
+    remaining_seconds,
+)
 from vidinsight.settings import Settings
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -53,11 +59,23 @@ class LitellmTranscriber:
         prefix, _, rest = self.model.partition("/")
         return rest or prefix
 
-    def transcribe(self, audio: Path, language: str | None = None) -> Transcript:
+    def transcribe(
+        self, audio: Path, language: str | None = None, deadline: float | None = None
+    ) -> Transcript:
+        """Transcribe ``audio`` with the provider, whose request gets the time left before
+        ``deadline``; a failure once the deadline has passed is a StageTimeout.
+
+        The provider's client bounds each read by that time, not the whole request, so a
+        provider that keeps sending a little at a time can still outlast the deadline.
+        """
         import litellm
 
         began = time.monotonic()
+        what = f"transcribing {audio.name} with {self.model}"
         extra: dict[str, Any] = {}
+        left = remaining_seconds(deadline, what)
+        if left is not None:
+            extra["timeout"] = left
         if self.api_base:
             extra["api_base"] = self.api_base
         if self.api_key_env:
@@ -74,6 +92,8 @@ class LitellmTranscriber:
                     **extra,
                 )
         except Exception as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise StageTimeout(f"{what}: deadline passed") from exc
             translated = translate(exc)
             if translated is exc:
                 raise

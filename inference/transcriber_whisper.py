@@ -17,7 +17,7 @@ from faster_whisper import BatchedInferencePipeline, WhisperModel
 
 from inference.transcriber import Segment, Transcript, Word, sentence_segments
 from sinks.blobs import file_sha256
-from vidinsight.errors import PermanentError, Reason
+from vidinsight.errors import PermanentError, Reason, StageTimeout, remaining_seconds
 from vidinsight.settings import Settings
 
 DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
@@ -100,17 +100,26 @@ class WhisperTranscriber:
             batch_size=settings.whisper_batch_size,
         )
 
-    def transcribe(self, audio: Path, language: str | None = None) -> Transcript:
+    def transcribe(
+        self, audio: Path, language: str | None = None, deadline: float | None = None
+    ) -> Transcript:
         """Transcribe a 16 kHz mono WAV; times are relative to the file.
 
         One transcription at a time per process: the model's single CTranslate2 worker
         runs calls one after another anyway, and the compute billed is the process's CPU
         time, which would otherwise include the chunks other handler threads transcribe.
+        Waiting for that turn, and each segment after it, is bounded by ``deadline``.
         """
-        with _TRANSCRIBING:
+        what = f"transcribing {audio.name}"
+        left = remaining_seconds(deadline, what)
+        if not _TRANSCRIBING.acquire(timeout=-1 if left is None else left):
+            raise StageTimeout(f"{what}: deadline passed waiting for the model")
+        try:
             began = time.process_time()
-            language, segments, audio_seconds = self._run(audio, language)
+            language, segments, audio_seconds = self._run(audio, language, deadline)
             compute_seconds = time.process_time() - began
+        finally:
+            _TRANSCRIBING.release()
         return Transcript(
             language=language,
             segments=segments,
@@ -120,8 +129,11 @@ class WhisperTranscriber:
             compute_seconds=compute_seconds,
         )
 
-    def _run(self, audio: Path, language: str | None) -> tuple[str, tuple[Segment, ...], float]:
-        """The model's language, segments and audio length (its segments are lazy: drained)."""
+    def _run(
+        self, audio: Path, language: str | None, deadline: float | None
+    ) -> tuple[str, tuple[Segment, ...], float]:
+        """The model's language, segments and audio length. Its segments are lazy (each
+        is decoded as it is asked for), so the deadline is checked as they are drained."""
         key = (str(self.model_dir), self.compute_type, self.cpu_threads)
         if self.batch_size > 0:
             pieces, info = _batched(*key).transcribe(
@@ -139,16 +151,12 @@ class WhisperTranscriber:
                 word_timestamps=True,
                 condition_on_previous_text=False,
             )
-        segments = tuple(
-            Segment(
-                start=piece.start,
-                end=piece.end,
-                text=piece.text,
-                words=tuple(Word(w.start, w.end, w.word, w.probability) for w in piece.words or ()),
-            )
-            for piece in pieces
-        )
-        segments = tuple(
+        segments = []
+        for piece in pieces:
+            remaining_seconds(deadline, f"transcribing {audio.name}")
+            words = tuple(Word(w.start, w.end, w.word, w.probability) for w in piece.words or ())
+            segments.append(Segment(start=piece.start, end=piece.end, text=piece.text, words=words))
+        sentences = tuple(
             sentence for segment in segments for sentence in sentence_segments(segment)
         )
-        return info.language or language or "en", segments, float(info.duration)
+        return info.language or language or "en", sentences, float(info.duration)

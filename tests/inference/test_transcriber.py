@@ -1,18 +1,20 @@
-"""Speech-to-text on the generated talk: word error rate, word times on the video timeline."""
+"""Speech-to-text on the generated talk: word error rate, word times on the video timeline,
+and the deadline that bounds a transcription."""
 
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import jiwer
 import pytest
 
 from inference.transcriber import Transcript, transcriber_from_settings
-from inference.transcriber_whisper import verify_model
+from inference.transcriber_whisper import _TRANSCRIBING, verify_model
 from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
 from tests.fixtures.media import GeneratedMedia
-from vidinsight.errors import PermanentError
+from vidinsight.errors import PermanentError, StageTimeout
 from vidinsight.settings import Settings
 
 MAX_WER = 0.15
@@ -91,3 +93,32 @@ def test_model_with_wrong_hash_is_refused(settings: Settings, tmp_path: Path) ->
 def test_unknown_transcriber_is_a_configuration_error(settings: Settings) -> None:
     with pytest.raises(ValueError, match="unknown transcriber"):
         transcriber_from_settings(settings.model_copy(update={"transcriber": "nope"}))
+
+
+def test_a_passed_deadline_transcribes_nothing(settings: Settings, talk_wav: Path) -> None:
+    with pytest.raises(StageTimeout):
+        transcriber_from_settings(settings).transcribe(talk_wav, "en", deadline=time.monotonic())
+
+
+def test_a_deadline_passing_mid_transcription_stops_it(settings: Settings, talk_wav: Path) -> None:
+    """The talk takes seconds to decode; the deadline, a second away, passes before its
+    segments are drained, and the next segment raises instead of being kept."""
+    transcriber = transcriber_from_settings(settings)
+    deadline = time.monotonic() + 1.0
+    with pytest.raises(StageTimeout):
+        transcriber.transcribe(talk_wav, "en", deadline=deadline)
+    assert time.monotonic() >= deadline
+    assert _TRANSCRIBING.acquire(blocking=False), "the model's turn was not given back"
+    _TRANSCRIBING.release()
+
+
+def test_waiting_for_the_model_is_bounded_by_the_deadline(
+    settings: Settings, talk_wav: Path
+) -> None:
+    """Another thread's transcription holds the model: this one waits only until its own
+    deadline, then gives up."""
+    transcriber = transcriber_from_settings(settings)
+    deadline = time.monotonic() + 0.5
+    with _TRANSCRIBING, pytest.raises(StageTimeout, match="waiting for the model"):
+        transcriber.transcribe(talk_wav, "en", deadline=deadline)
+    assert deadline <= time.monotonic() <= deadline + 3.0

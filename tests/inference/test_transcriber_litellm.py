@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -21,8 +22,9 @@ from inference.transcriber_litellm import LitellmTranscriber
 from inference.transcriber_whisper import WhisperTranscriber
 from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
 from tests.fixtures.media import GeneratedMedia
+from tests.fixtures.network import StallingHttpServer
 from tests.inference.test_transcriber import wer
-from vidinsight.errors import TransientError
+from vidinsight.errors import StageTimeout, TransientError
 from vidinsight.settings import Settings
 
 KEY_ENV = "VI_TEST_STT_API_KEY"
@@ -145,6 +147,26 @@ def test_provider_outage_is_transient(
     managed = LitellmTranscriber("openai/whisper-1", api_base=api_base, api_key_env=KEY_ENV)
     with pytest.raises(TransientError):
         managed.transcribe(sentence_wav[0], "en")
+
+
+def test_a_provider_that_stops_answering_is_given_up_at_the_deadline(
+    sentence_wav: tuple[Path, float, float, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider sends the start of its headers, then nothing: the request was given
+    only the time left, so it ends at the deadline as a StageTimeout, not a provider fault."""
+    monkeypatch.setenv(KEY_ENV, "sk-test-key")
+    silent = StallingHttpServer("drip-headers", interval_seconds=3600)
+    managed = LitellmTranscriber(
+        "openai/whisper-1", api_base=silent.url("/v1"), api_key_env=KEY_ENV
+    )
+    deadline = time.monotonic() + 2.0
+    try:
+        with pytest.raises(StageTimeout):
+            managed.transcribe(sentence_wav[0], "en", deadline=deadline)
+    finally:
+        silent.close()
+    assert deadline <= time.monotonic() <= deadline + 3.0
+    assert silent.connections == 1
 
 
 def test_configuration_chooses_the_managed_transcriber(settings: Settings) -> None:
