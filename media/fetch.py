@@ -174,7 +174,7 @@ def bounded_pool(until: float) -> httpcore.ConnectionPool:
     return httpcore.ConnectionPool(network_backend=_BoundedBackend(until))
 
 
-def header(response: httpcore.Response, name: str) -> str:
+def _header(response: httpcore.Response, name: str) -> str:
     """The value of the response header ``name`` (case-insensitive), or "" without one."""
     wanted = name.lower().encode()
     for key, value in response.headers:
@@ -217,7 +217,7 @@ def fetch(
                     extensions={**pinned.extensions, **timeouts},
                 ) as response:
                     if response.status in REDIRECT_STATUSES:
-                        url = urljoin(url, header(response, "location"))
+                        url = urljoin(url, _header(response, "location"))
                         continue
                     _check_status(url, response.status)
                     return _copy(response, target, url, max_bytes)
@@ -243,7 +243,7 @@ def _check_status(url: str, status: int) -> None:
 def _copy(response: httpcore.Response, target: BinaryIO, url: str, max_bytes: int) -> Fetched:
     """Copy the body with its hash, refusing it once it passes the size cap (the time cap
     is the pool's: a read past it raises)."""
-    declared = int(header(response, "content-length") or 0)
+    declared = int(_header(response, "content-length") or 0)
     if declared > max_bytes:
         raise PermanentError(
             Reason.TOO_LARGE, f"{url} declares {declared} bytes, more than the maximum {max_bytes}"
