@@ -45,6 +45,7 @@ from schemas.codec import Codec
 from sinks.db import Connection, connect
 from sinks.migrate import migrate
 from streams.runtime.clients import consumer_config, producer_config
+from streams.runtime.context import HandlerContext
 from streams.runtime.runner import build_worker
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
 from streams.runtime.worker import StageWorker
@@ -205,7 +206,7 @@ class BenchStage:
     dlq_topic: str
     group: str
 
-    def handle(self, inbound: Inbound) -> StageResult:
+    def handle(self, inbound: Inbound, _ctx: HandlerContext) -> StageResult:
         return StageResult(
             outputs=[
                 Output(

@@ -235,29 +235,53 @@ def unpublished(
     ).fetchall()
 
 
-def reopen_job(conn: Connection, job_id: str) -> bool:
-    """Put a failed job back to running, for a dead-letter replay; False if it was not failed."""
+def reopen_job(conn: Connection, job_id: str, stage: str) -> bool:
+    """Put a job that failed at ``stage`` back to running, for a replay of that stage's dead
+    letter; False otherwise (a notify dead letter of a job failed elsewhere leaves it failed)."""
     row = conn.execute(
         "UPDATE jobs SET status = 'running', error_stage = NULL, error_reason = NULL,"
         " error_message = NULL, completed_at = NULL, updated_at = now()"
-        " WHERE job_id = %s AND status = 'failed' RETURNING job_id",
-        (job_id,),
+        " WHERE job_id = %s AND status = 'failed' AND error_stage = %s RETURNING job_id",
+        (job_id, stage),
     ).fetchone()
     return row is not None
 
 
 def count_in_flight(conn: Connection, customer_id: str) -> int:
-    """How many of a customer's jobs are queued or running (the gateway's quota).
+    """How many of a customer's jobs hold capacity (the gateway's quota): queued or running,
+    or cancelled while some stage still runs its work (cancelling is not free until the
+    work has stopped).
 
     Takes a transaction-scoped advisory lock on the customer first, so concurrent
     submissions of one customer count each other instead of all passing the quota.
     """
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"jobs-in-flight:{customer_id}",))
     row = conn.execute(
-        "SELECT count(*) AS n FROM jobs WHERE customer_id = %s AND status IN ('queued', 'running')",
+        "SELECT count(*) AS n FROM jobs j WHERE j.customer_id = %s AND (j.status IN"
+        " ('queued', 'running') OR (j.status = 'cancelled' AND EXISTS (SELECT 1 FROM stage_runs r"
+        " WHERE r.job_id = j.job_id AND r.customer_id = j.customer_id AND r.status = 'running')))",
         (customer_id,),
     ).fetchone()
     return int(row["n"]) if row else 0
+
+
+def is_cancelled(conn: Connection, job_id: str, customer_id: str | None) -> bool:
+    """Whether the customer cancelled this job (checked before paid or long work)."""
+    row = conn.execute(
+        "SELECT 1 FROM jobs WHERE job_id = %s AND customer_id = %s AND status = 'cancelled'",
+        (job_id, customer_id),
+    ).fetchone()
+    return row is not None
+
+
+def claim_cancel_announcement(conn: Connection, job_id: str, customer_id: str | None) -> bool:
+    """True for exactly one caller per cancelled job: the one that announces it."""
+    row = conn.execute(
+        "UPDATE jobs SET cancel_announced_at = now() WHERE job_id = %s AND customer_id = %s"
+        " AND status = 'cancelled' AND cancel_announced_at IS NULL RETURNING job_id",
+        (job_id, customer_id),
+    ).fetchone()
+    return row is not None
 
 
 def mark_many_published(conn: Connection, job_ids: list[str]) -> int:

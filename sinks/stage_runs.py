@@ -7,7 +7,7 @@ messages instead of redoing the work (the stage contract's short-circuit).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,8 @@ import psycopg
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-FINISHED = ("succeeded", "dead_lettered")
+FINISHED = ("succeeded", "dead_lettered", "cancelled")
+NO_CUSTOMER = ""  # the customer of a message that could not be decoded
 
 
 @dataclass(frozen=True)
@@ -52,53 +53,93 @@ class FinishedRun:
     outputs: list[dict[str, Any]]
 
 
-def finished_runs(
-    conn: psycopg.Connection[DictRow], stage: str, run_keys: Iterable[str]
-) -> dict[str, FinishedRun]:
-    """The runs among ``run_keys`` that already finished, by key."""
-    rows = conn.execute(
+@dataclass(frozen=True)
+class Begun:
+    """A run that is not finished, with its attempt just counted and why the last one ended."""
+
+    attempts: int
+    previous_reason: str | None
+
+
+def finished_run(
+    conn: psycopg.Connection[DictRow], stage: str, customer_id: str | None, run_key: str
+) -> FinishedRun | None:
+    """The run, if it already finished (its outputs are re-emitted instead of redoing it)."""
+    row = conn.execute(
         "SELECT run_key, status, attempts, outputs FROM stage_runs"
-        " WHERE stage = %s AND run_key = ANY(%s) AND status = ANY(%s)",
-        (stage, list(run_keys), list(FINISHED)),
-    ).fetchall()
-    return {r["run_key"]: FinishedRun(**r) for r in rows}
+        " WHERE stage = %s AND customer_id = %s AND run_key = %s AND status = ANY(%s)",
+        (stage, customer_id or NO_CUSTOMER, run_key, list(FINISHED)),
+    ).fetchone()
+    return FinishedRun(**row) if row else None
 
 
-def begin_attempts(
-    conn: psycopg.Connection[DictRow], stage: str, starts: Sequence[RunStart]
-) -> dict[str, int]:
-    """Count one more attempt for each run and return the new counts.
+def begin_attempt(conn: psycopg.Connection[DictRow], stage: str, start: RunStart) -> Begun:
+    """Count one more attempt of this run, as its handler starts; the new count.
 
-    Written and committed before the handler runs, so a message that kills its
-    worker every time is seen to have been tried, and is dead-lettered in the end
-    instead of crash-looping forever.
+    Committed before the handler runs, so a message that kills its worker every time
+    is seen to have been tried, and is dead-lettered in the end instead of
+    crash-looping forever. One message at a time: a batch's later messages are not
+    charged for an attempt they never ran.
     """
-    if not starts:
-        return {}
-    rows = conn.execute(
+    row = conn.execute(
         """
         INSERT INTO stage_runs AS r (stage, run_key, job_id, customer_id, status, attempts,
                                      source_topic, source_partition, source_offset, started_at)
-        SELECT %s, k, j, c, 'running', 1, t, p, o, now()
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::int[], %s::bigint[])
-             AS u(k, j, c, t, p, o)
-        ON CONFLICT (stage, run_key) DO UPDATE
+        VALUES (%s, %s, %s, %s, 'running', 1, %s, %s, %s, now())
+        ON CONFLICT (stage, customer_id, run_key) DO UPDATE
            SET attempts = r.attempts + 1, status = 'running', started_at = now(),
                source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
                source_offset = EXCLUDED.source_offset, updated_at = now()
-        RETURNING run_key, attempts
+        RETURNING attempts, (SELECT reason FROM stage_runs
+                             WHERE stage = %s AND customer_id = %s AND run_key = %s) AS previous
         """,
         (
             stage,
-            [s.run_key for s in starts],
-            [s.job_id for s in starts],
-            [s.customer_id for s in starts],
-            [s.topic for s in starts],
-            [s.partition for s in starts],
-            [s.offset for s in starts],
+            start.run_key,
+            start.job_id,
+            start.customer_id or NO_CUSTOMER,
+            start.topic,
+            start.partition,
+            start.offset,
+            stage,
+            start.customer_id or NO_CUSTOMER,
+            start.run_key,
         ),
-    ).fetchall()
-    return {r["run_key"]: r["attempts"] for r in rows}
+    ).fetchone()
+    assert row is not None
+    return Begun(attempts=int(row["attempts"]), previous_reason=row["previous"])
+
+
+def release_attempt(
+    conn: psycopg.Connection[DictRow], stage: str, customer_id: str | None, run_key: str
+) -> None:
+    """Take back an attempt the runtime itself interrupted (its partition was revoked).
+
+    The delivery bound is for messages that kill their worker; a rebalance is not the
+    message's doing, so it must not bring the message closer to the dead-letter topic.
+    """
+    conn.execute(
+        "UPDATE stage_runs SET attempts = greatest(attempts - 1, 0), updated_at = now()"
+        " WHERE stage = %s AND customer_id = %s AND run_key = %s AND status = 'running'",
+        (stage, customer_id or NO_CUSTOMER, run_key),
+    )
+
+
+def note_failure(
+    conn: psycopg.Connection[DictRow],
+    stage: str,
+    customer_id: str | None,
+    run_key: str,
+    reason: str,
+    message: str,
+) -> None:
+    """Record why an unfinished attempt ended (a hung handler) for the next delivery to read."""
+    conn.execute(
+        "UPDATE stage_runs SET status = 'failed', reason = %s, error_message = %s,"
+        " updated_at = now() WHERE stage = %s AND customer_id = %s AND run_key = %s"
+        " AND status = 'running'",
+        (reason, message[:4000], stage, customer_id or NO_CUSTOMER, run_key),
+    )
 
 
 def finish_runs(
@@ -113,8 +154,8 @@ def finish_runs(
             INSERT INTO stage_runs AS r (stage, run_key, job_id, customer_id, status, attempts,
                                          reason, error_message, outputs, started_at, finished_at)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), now())
-            ON CONFLICT (stage, run_key) DO UPDATE
-               SET status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+            ON CONFLICT (stage, customer_id, run_key) DO UPDATE
+               SET status = EXCLUDED.status, attempts = greatest(r.attempts, EXCLUDED.attempts),
                    reason = EXCLUDED.reason, error_message = EXCLUDED.error_message,
                    outputs = EXCLUDED.outputs, finished_at = now(), updated_at = now()
             """,
@@ -123,7 +164,7 @@ def finish_runs(
                     stage,
                     o.run_key,
                     o.job_id,
-                    o.customer_id,
+                    o.customer_id or NO_CUSTOMER,
                     o.status,
                     o.attempts,
                     o.reason,
@@ -135,12 +176,14 @@ def finish_runs(
         )
 
 
-def reopen(conn: psycopg.Connection[DictRow], stage: str, run_key: str) -> None:
+def reopen(
+    conn: psycopg.Connection[DictRow], stage: str, customer_id: str | None, run_key: str
+) -> None:
     """Make a dead-lettered run runnable again, with a fresh attempt count (for DLQ replay)."""
     conn.execute(
-        "UPDATE stage_runs SET status = 'failed', attempts = 0, updated_at = now()"
-        " WHERE stage = %s AND run_key = %s AND status = 'dead_lettered'",
-        (stage, run_key),
+        "UPDATE stage_runs SET status = 'failed', attempts = 0, reason = NULL, updated_at = now()"
+        " WHERE stage = %s AND customer_id = %s AND run_key = %s AND status = 'dead_lettered'",
+        (stage, customer_id or NO_CUSTOMER, run_key),
     )
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from inference.insight_schema import Insights
@@ -30,29 +30,17 @@ from inference.prompts.windows import (
     window_messages,
 )
 from sinks.budgets import is_over_budget
-from sinks.db import Connection, Pool, create_pool, transaction
+from sinks.db import Connection
 from sinks.insights import save_analysis
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
+from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import attach_costs
-from vidinsight.settings import get_settings
 
 log = logging.getLogger("vidinsight.analyse")
 
 TASK = "insights"
-
-
-@lru_cache(maxsize=1)
-def _pool() -> Pool:
-    """One pool per worker process, for reading transcripts and the response cache."""
-    return create_pool(get_settings(), name="analyse")
-
-
-def over_budget(customer_id: str) -> bool:
-    """Asked by the inference layer before it calls a model for this customer."""
-    with transaction(_pool()) as conn:
-        return is_over_budget(conn, customer_id, datetime.now(UTC))
 
 
 def stored_transcript(conn: Connection, job_id: str, duration_seconds: float) -> TranscriptText:
@@ -77,20 +65,21 @@ class Analysis:
     cost_events: list[Mapping[str, Any]]
 
 
-def analyse_transcript(
-    transcript: TranscriptText, context: LLMContext, window_tokens: int
-) -> Analysis:
+Ask = Callable[[list[Message]], LLMResult[Insights]]
+
+
+def analyse_transcript(transcript: TranscriptText, ask: Ask, window_tokens: int) -> Analysis:
     """The transcript's insights: one call per window of at most ``window_tokens``, and
     one more to summarise the windows' summaries when there are several."""
     windows = split_windows(transcript, window_tokens)
     answers: list[LLMResult[Insights]] = []
     try:
         for part, window in enumerate(windows, start=1):
-            answers.append(_ask(window_messages(window, part, len(windows)), context))
+            answers.append(ask(window_messages(window, part, len(windows))))
         analyses = [answer.value for answer in answers]
         if len(windows) == 1:
             return _analysis(analyses[0], answers, prompt_version())
-        overall = _ask(reduce_messages(windows, analyses), context)
+        overall = ask(reduce_messages(windows, analyses))
     except Exception as exc:
         attach_costs(exc, [event for answer in answers for event in answer.cost_events])
         raise
@@ -104,29 +93,45 @@ def _analysis(insights: Insights, answers: list[LLMResult[Insights]], versions: 
     return Analysis(insights, models, versions, list(costs))
 
 
-def _ask(messages: list[Message], context: LLMContext) -> LLMResult[Insights]:
-    """One budget-checked, cached, costed model call for the insight schema."""
-    return complete(TASK, messages, Insights, context, pool=_pool(), over_budget=over_budget)
+def asker(ctx: HandlerContext) -> Ask:
+    """One budget-checked, cached, costed model call for the insight schema; each call
+    first makes sure the job was not cancelled meanwhile (windows are paid one by one)."""
+    context = LLMContext(str(ctx.inbound.customer_id), ctx.inbound.job_id, "analyse")
+
+    def over_budget(customer_id: str) -> bool:
+        with ctx.transaction() as conn:
+            return is_over_budget(conn, customer_id, datetime.now(UTC))
+
+    def ask(messages: list[Message]) -> LLMResult[Insights]:
+        ctx.ensure_not_cancelled("a model call")
+        return complete(
+            TASK,
+            messages,
+            Insights,
+            context,
+            pool=ctx.pool,
+            over_budget=over_budget,
+            settings=ctx.settings,
+        )
+
+    return ask
 
 
-def analyse(inbound: Inbound, done_topic: str) -> StageResult:
+def analyse(inbound: Inbound, ctx: HandlerContext, done_topic: str) -> StageResult:
     """Analyse the job's transcript and announce the stored analysis."""
     ready = inbound.value
-    with transaction(_pool()) as conn:
+    with ctx.transaction() as conn:
         transcript = stored_transcript(conn, inbound.job_id, float(ready["duration_seconds"]))
-    context = LLMContext(str(inbound.customer_id), inbound.job_id, "analyse")
-    window_tokens = get_settings().analyse_window_tokens
-    analysis = analyse_transcript(transcript, context, window_tokens)
+    window_tokens = ctx.settings.analyse_window_tokens
+    analysis = analyse_transcript(transcript, asker(ctx), window_tokens)
     log.info(
         "transcript analysed",
         extra={
-            "job_id": inbound.job_id,
-            "customer_id": inbound.customer_id,
-            "stage": "analyse",
-            "attempt": inbound.attempt,
-            "model": analysis.model,
-            "chapters": len(analysis.insights.chapters),
-            "action_items": len(analysis.insights.action_items),
+            "detail": {
+                "model": analysis.model,
+                "chapters": len(analysis.insights.chapters),
+                "action_items": len(analysis.insights.action_items),
+            }
         },
     )
     done = {

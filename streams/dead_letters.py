@@ -20,11 +20,11 @@ from sinks import audit, jobs, stage_runs
 from sinks.db import Pool, transaction
 from streams.runtime.clients import make_producer
 from streams.runtime.dead_letter import header_map
-from streams.runtime.delivery import deliver
+from streams.runtime.delivery import Producers, default_backoff, deliver
 from streams.runtime.encoded import Encoded
 from streams.runtime.fence import Fence
 from streams.runtime.origin import origin_of
-from vidinsight.errors import Reason, TransientError
+from vidinsight.errors import PermanentError, Reason, TransientError
 from vidinsight.settings import Settings
 
 
@@ -38,7 +38,15 @@ class DeadLetterRecord:
     headers: dict[str, str]
 
     @property
+    def customer_id(self) -> str | None:
+        return self.headers.get("vi-customer-id") or None
+
+    @property
     def run_key(self) -> str:
+        """The stage-run key the dead letter was recorded under (a stage may derive it from
+        the value, as notify does: job and status); older letters carry only the key."""
+        if self.headers.get("vi-run-key"):
+            return self.headers["vi-run-key"]
         key = self.value.get("original_key")
         if key:
             return bytes(key).decode(errors="replace")
@@ -121,10 +129,10 @@ def replay(
     """Re-drive ``records`` to their original topics; return how many were sent."""
     for record in records:
         with transaction(pool) as conn:
-            stage_runs.reopen(conn, stage, record.run_key)
+            stage_runs.reopen(conn, stage, record.customer_id, record.run_key)
             job_id = record.value.get("job_id")
             if job_id:
-                jobs.reopen_job(conn, job_id)
+                jobs.reopen_job(conn, job_id, stage)
                 audit.append(
                     conn,
                     [
@@ -137,9 +145,9 @@ def replay(
                         )
                     ],
                 )
-    producer = producer or make_producer(settings)
-    deliver(
-        producer,
+    producers = Producers(lambda: producer or make_producer(settings))
+    refused = deliver(
+        producers,
         [
             Encoded(
                 topic=record.value["original_topic"],
@@ -150,5 +158,11 @@ def replay(
             for record in records
         ],
         Fence(),
+        default_backoff,
     )
+    if refused:
+        raise PermanentError(
+            Reason.UNDELIVERABLE_MESSAGE,
+            f"the broker refused {len(refused)} replayed message(s): {refused[0].error}",
+        )
     return len(records)

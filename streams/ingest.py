@@ -9,52 +9,27 @@ its reason code (PermanentError: the runtime dead-letters it and fails the job).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from inference.pricing import load_pricing
 from media.fetch import fetch, parse_networks
 from media.probe import MediaInfo, probe
 from sinks import jobs
-from sinks.blobs import BlobStore, file_sha256
-from sinks.db import connect
+from sinks.blobs import file_sha256
+from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
-from vidinsight.settings import Settings, get_settings
 
 
-def cost_event(
-    inbound: Inbound, stage: str, item: str, provider: str, model: str, unit: str, quantity: float
-) -> dict[str, Any]:
-    """A CostEvent priced from the price book; its id is fixed by job, stage and item."""
-    usage = {unit: quantity}
-    return {
-        "event_id": hashlib.sha256(f"{inbound.job_id}:{stage}:{item}:{unit}".encode()).hexdigest(),
-        "customer_id": inbound.customer_id,
-        "job_id": inbound.job_id,
-        "stage": stage,
-        "provider": provider,
-        "model": model,
-        "unit": unit,
-        "quantity": float(quantity),
-        "input_tokens": 0,
-        "cached_tokens": 0,
-        "output_tokens": 0,
-        "amount_usd_micros": load_pricing().cost_usd_micros(provider, model, usage),
-        "occurred_at_ms": int(time.time() * 1000),
-    }
-
-
-def ensure_job(settings: Settings, value: Mapping[str, Any]) -> None:
+def ensure_job(ctx: HandlerContext, value: Mapping[str, Any]) -> None:
     """Create the job row if an upstream system produced the request directly; mark it running.
 
     The request is already on Kafka, so the row is marked published: otherwise the
     gateway's outbox relay would take it for a request it failed to send and send it again.
     """
-    with connect(settings) as conn:
+    with ctx.transaction() as conn:
         jobs.create_job(
             conn,
             job_id=value["job_id"],
@@ -67,15 +42,13 @@ def ensure_job(settings: Settings, value: Mapping[str, Any]) -> None:
         jobs.set_status(conn, value["job_id"], "running")
 
 
-def store_source(
-    settings: Settings, store: BlobStore, inbound: Inbound, source: str
-) -> tuple[str, str, int]:
+def store_source(ctx: HandlerContext, inbound: Inbound, source: str) -> tuple[str, str, int]:
     """The source as a blob of ours: (uri, sha256, size). Copies http(s); hashes uploads.
 
     An uploaded blob must be one of the customer's own uploads (the gateway stores them
     under ``uploads/<customer_id>/``): a job cannot name another tenant's media.
     """
-    job_id = inbound.job_id
+    store, settings = ctx.blobs, ctx.settings
     if store.owns(source):
         own_uploads = store.uri(f"uploads/{inbound.customer_id}/x")[:-1]
         if not source.startswith(own_uploads):
@@ -85,7 +58,7 @@ def store_source(
         with store.local_path(source) as path:
             return source, file_sha256(path), path.stat().st_size
     if source.startswith(("http://", "https://")):
-        key = f"media/{job_id}/source"
+        key = f"media/{inbound.job_id}/source"
         with store.open_write(key) as target:
             fetched = fetch(
                 source,
@@ -125,28 +98,24 @@ def media_ingested(inbound: Inbound, uri: str, sha256: str, info: MediaInfo) -> 
     }  # fmt: skip
 
 
-def ingest(inbound: Inbound, output_topic: str) -> StageResult:
+def ingest(inbound: Inbound, ctx: HandlerContext, output_topic: str) -> StageResult:
     """Fetch, hash and probe the source; reject what cannot be processed."""
-    settings = get_settings()
     began = time.process_time()
-    ensure_job(settings, inbound.value)
-    store = BlobStore.from_settings(settings)
+    ensure_job(ctx, inbound.value)
     source = str(inbound.value["source_uri"])
-    uri, sha256, size = store_source(settings, store, inbound, source)
-    with store.local_path(uri) as path:
+    uri, sha256, size = store_source(ctx, inbound, source)
+    with ctx.blobs.local_path(uri) as path:
         info = probe(
             path,
-            max_bytes=settings.max_media_bytes,
-            max_duration_seconds=settings.max_duration_seconds,
+            max_bytes=ctx.settings.max_media_bytes,
+            max_duration_seconds=ctx.settings.max_duration_seconds,
         )
     costs: list[Mapping[str, Any]] = [
-        cost_event(inbound, "ingest", "probe", "local", "media", "compute_seconds",
-                   round(time.process_time() - began, 3)),
+        ctx.cost("probe", "local", "media", "compute_seconds",
+                 round(time.process_time() - began, 3)),
     ]  # fmt: skip
     if uri != source:
-        costs.append(
-            cost_event(inbound, "ingest", "source", "storage", "blob", "storage_bytes", size)
-        )
+        costs.append(ctx.cost("source", "storage", "blob", "storage_bytes", size))
     value = media_ingested(inbound, uri, sha256, info)
     return StageResult(
         outputs=[Output(output_topic, "MediaIngested", inbound.job_id, value)], cost_events=costs

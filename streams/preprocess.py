@@ -23,13 +23,13 @@ from media.chunking import ChunkSpan, plan_chunks
 from media.keyframes import encode_jpeg
 from media.scenes import SceneAnalysis, detect_scenes
 from sinks.blobs import BlobStore
-from sinks.db import Connection, connect
+from sinks.db import Connection
 from sinks.jobs import get_job
 from sinks.scenes import save_scenes
-from streams.ingest import cost_event
+from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from topics.catalogue import TRANSCRIPTS_READY_TOPIC
-from vidinsight.settings import Settings, get_settings
+from vidinsight.settings import Settings
 
 
 def cut_audio(
@@ -83,10 +83,11 @@ def find_scenes(
     return analysis, rows, stored_bytes
 
 
-def preprocess(inbound: Inbound, chunks_topic: str, ready_topic: str) -> StageResult:
+def preprocess(
+    inbound: Inbound, ctx: HandlerContext, chunks_topic: str, ready_topic: str
+) -> StageResult:
     """Chunks for transcription and scenes for analysis, from one media blob."""
-    settings = get_settings()
-    store = BlobStore.from_settings(settings)
+    settings, store = ctx.settings, ctx.blobs
     value = inbound.value
     began = time.monotonic()
     chunks: list[tuple[ChunkSpan, str, int]] = []
@@ -111,7 +112,7 @@ def preprocess(inbound: Inbound, chunks_topic: str, ready_topic: str) -> StageRe
             chunks = audio_job.result()
         if scene_job is not None:
             _, scene_rows, frame_bytes = scene_job.result()
-    language = language_hint(settings, inbound.job_id) if chunks else None
+    language = language_hint(ctx, inbound.job_id) if chunks else None
     outputs = [
         Output(chunks_topic, "AudioChunk", f"{inbound.job_id}:{span.index}",
                audio_chunk(inbound, span, uri, len(chunks), language))
@@ -122,20 +123,17 @@ def preprocess(inbound: Inbound, chunks_topic: str, ready_topic: str) -> StageRe
             Output(ready_topic, "TranscriptReady", inbound.job_id, empty_transcript(inbound))
         )
     costs: list[Mapping[str, Any]] = [
-        cost_event(inbound, "preprocess", "media", "local", "media", "compute_seconds",
-                   round(time.monotonic() - began, 3)),
-    ]  # fmt: skip
+        ctx.cost("media", "local", "media", "compute_seconds", round(time.monotonic() - began, 3))
+    ]
     stored = sum(size for _, _, size in chunks) + frame_bytes
     if stored:
-        costs.append(
-            cost_event(inbound, "preprocess", "blobs", "storage", "blob", "storage_bytes", stored)
-        )
+        costs.append(ctx.cost("blobs", "storage", "blob", "storage_bytes", stored))
     return StageResult(outputs=outputs, cost_events=costs, payload=scene_rows)
 
 
-def language_hint(settings: Settings, job_id: str) -> str | None:
+def language_hint(ctx: HandlerContext, job_id: str) -> str | None:
     """The job's ``language`` option: MediaIngested does not carry the job's options."""
-    with connect(settings) as conn:
+    with ctx.transaction() as conn:
         job = get_job(conn, job_id)
     options = (job or {}).get("options") or {}
     language = options.get("language") if isinstance(options, Mapping) else None

@@ -15,30 +15,23 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from media.captions import TimedText, TimedWord, build_cues, render_srt, render_vtt
-from sinks.db import Connection, Pool, create_pool, transaction
+from sinks.db import Connection
 from sinks.insights import get_analysis, save_insight
 from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
-from streams.ingest import cost_event
+from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
-from vidinsight.settings import get_settings
 
 log = logging.getLogger("vidinsight.synthesise")
 
 SCHEMA_VERSION = "1.0"
 ENDED_OTHERWISE = TERMINAL_STATUSES - {"completed"}
-
-
-@lru_cache(maxsize=1)
-def _pool() -> Pool:
-    """One pool per worker process."""
-    return create_pool(get_settings(), name="synthesise")
 
 
 def insights_path(job_id: str) -> str:
@@ -114,35 +107,26 @@ def _words(segment: Mapping[str, Any]) -> tuple[TimedWord, ...]:
     )
 
 
-def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
+def synthesise(inbound: Inbound, ctx: HandlerContext, completed_topic: str) -> StageResult:
     """Assemble the job's insights and announce the job completed.
 
-    A job that already ended otherwise (cancelled meanwhile, or failed by a replayed
-    message) stays as it ended: nothing is stored or announced for it.
+    A job that already ended otherwise (failed by a replayed message; a cancelled one
+    never gets here) stays as it ended: nothing is stored or announced for it.
     """
     started = time.perf_counter()
-    with transaction(_pool()) as conn:
+    with ctx.transaction() as conn:
         job = get_job(conn, inbound.job_id)
         if job is not None and job["status"] in ENDED_OTHERWISE:
-            log.warning(
-                "job already ended; no insights assembled",
-                extra={"job_id": inbound.job_id, "stage": "synthesise", "status": job["status"]},
-            )
+            log.warning("job already %s; no insights assembled", job["status"])
             return StageResult()
         chunks = job_chunks(conn, inbound.job_id)
         document = document_of(conn, inbound.job_id, chunks)
     vtt, srt = captions_of(chunks)
     log.info(
         "insights assembled",
-        extra={
-            "job_id": inbound.job_id,
-            "customer_id": inbound.customer_id,
-            "stage": "synthesise",
-            "attempt": inbound.attempt,
-            "schema_version": SCHEMA_VERSION,
-            "segments": len(document["transcript"]["segments"]),
-        },
-    )
+        extra={"detail": {"schema_version": SCHEMA_VERSION,
+                          "segments": len(document["transcript"]["segments"])}},
+    )  # fmt: skip
     completed = {
         "job_id": inbound.job_id,
         "customer_id": inbound.customer_id,
@@ -152,9 +136,7 @@ def synthesise(inbound: Inbound, completed_topic: str) -> StageResult:
         "completed_at_ms": int(time.time() * 1000),
     }
     seconds = round(time.perf_counter() - started, 3)
-    cost = cost_event(
-        inbound, "synthesise", "document", "local", "synthesis", "compute_seconds", seconds
-    )
+    cost = ctx.cost("document", "local", "synthesis", "compute_seconds", seconds)
     return StageResult(
         outputs=[Output(completed_topic, "JobCompleted", inbound.job_id, completed)],
         cost_events=[cost],
@@ -171,10 +153,7 @@ def store(conn: Connection, inbound: Inbound, result: StageResult) -> None:
         conn, inbound.job_id, payload["document"], SCHEMA_VERSION, payload["vtt"], payload["srt"]
     )
     if not set_status(conn, inbound.job_id, "completed"):
-        log.warning(
-            "job already ended; its insights are stored but its status stays",
-            extra={"job_id": inbound.job_id, "stage": "synthesise", "attempt": inbound.attempt},
-        )
+        log.warning("job already ended; its insights are stored but its status stays")
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:

@@ -12,31 +12,36 @@ chunk may announce the transcript again; the next stage is idempotent.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from inference.transcriber import Transcriber, Transcript, transcriber_from_settings
-from sinks.blobs import BlobStore
-from sinks.db import connect
 from sinks.transcripts import job_chunks, record_chunk
-from streams.ingest import cost_event
+from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
-from vidinsight.settings import Settings, get_settings
+from vidinsight.settings import Settings
 
 log = logging.getLogger("vidinsight.transcribe")
 
 
-@lru_cache(maxsize=1)
-def transcriber() -> Transcriber:
-    """One transcriber per worker process: the model loads once."""
-    return transcriber_from_settings(get_settings())
+_loading = threading.Lock()
+_loaded: list[Transcriber] = []
 
 
-def record(settings: Settings, chunk: Mapping[str, Any], transcript: Transcript) -> int | None:
+def transcriber(settings: Settings) -> Transcriber:
+    """One transcriber per worker process: the model loads once, for the first chunk."""
+    with _loading:
+        if not _loaded:
+            _loaded.append(transcriber_from_settings(settings))
+        return _loaded[0]
+
+
+def record(ctx: HandlerContext, chunk: Mapping[str, Any], transcript: Transcript) -> int | None:
     """Store the chunk's transcript; the job's word count if this completed the job, else None."""
-    with connect(settings) as conn, conn.transaction():
+    with ctx.transaction() as conn:
         progress = record_chunk(
             conn,
             job_id=chunk["job_id"],
@@ -53,26 +58,22 @@ def record(settings: Settings, chunk: Mapping[str, Any], transcript: Transcript)
         return sum(len(str(row["text"]).split()) for row in job_chunks(conn, chunk["job_id"]))
 
 
-def transcribe(inbound: Inbound, ready_topic: str) -> StageResult:
+def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> StageResult:
     """Transcribe one chunk; announce the transcript when it is the last to land."""
-    settings = get_settings()
     chunk = inbound.value
-    store = BlobStore.from_settings(settings)
-    with store.local_path(str(chunk["audio_uri"])) as audio:
-        transcript = transcriber().transcribe(audio, chunk.get("language"))
+    with ctx.blobs.local_path(str(chunk["audio_uri"])) as audio:
+        transcript = transcriber(ctx.settings).transcribe(audio, chunk.get("language"))
     transcript = transcript.shifted(float(chunk["start_seconds"]))
-    word_count = record(settings, chunk, transcript)
+    word_count = record(ctx, chunk, transcript)
     log.info(
         "chunk transcribed",
         extra={
-            "job_id": inbound.job_id,
-            "customer_id": inbound.customer_id,
-            "stage": "transcribe",
-            "attempt": inbound.attempt,
-            "chunk_index": chunk["chunk_index"],
-            "words": transcript.word_count,
-            "compute_seconds": round(transcript.compute_seconds, 3),
-            "last_chunk": word_count is not None,
+            "detail": {
+                "chunk_index": chunk["chunk_index"],
+                "words": transcript.word_count,
+                "compute_seconds": round(transcript.compute_seconds, 3),
+                "last_chunk": word_count is not None,
+            }
         },
     )
     outputs = []
@@ -92,9 +93,7 @@ def transcribe(inbound: Inbound, ready_topic: str) -> StageResult:
         quantity, unit = round(transcript.compute_seconds, 3), "compute_seconds"
     else:
         quantity, unit = round(transcript.audio_seconds, 3), "audio_seconds"
-    cost = cost_event(
-        inbound, "transcribe", item, transcript.provider, transcript.model, unit, quantity
-    )
+    cost = ctx.cost(item, transcript.provider, transcript.model, unit, quantity)
     return StageResult(outputs=outputs, cost_events=[cost], payload=transcript.text)
 
 

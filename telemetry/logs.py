@@ -13,7 +13,9 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 # Fields a caller may attach with ``extra=``; anything else on the record is ignored.
@@ -62,6 +64,22 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+# The message a thread is working on (job, customer, stage, attempt), set by the stage
+# runtime around each handler so a stage's own log lines carry it without building it
+# by hand (as Quix Streams' message_context() does). Fields passed with ``extra=`` win.
+_message_fields: ContextVar[Mapping[str, Any] | None] = ContextVar("message_fields", default=None)
+
+
+@contextmanager
+def message_context(**fields: Any) -> Iterator[None]:
+    """Every log line of this thread (or task) inside the block carries ``fields``."""
+    token = _message_fields.set({k: v for k, v in fields.items() if v is not None})
+    try:
+        yield
+    finally:
+        _message_fields.reset(token)
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON line with the context fields it carries."""
 
@@ -73,6 +91,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        line.update(_message_fields.get() or {})
         for field in CONTEXT_FIELDS:
             value = getattr(record, field, None)
             if value is not None:

@@ -9,8 +9,8 @@ Adapters translate library exceptions into these once, at the edge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import time
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -118,6 +118,15 @@ class StageTimeout(VidinsightError):
 
     def __init__(self, message: str) -> None:
         super().__init__(Reason.STAGE_TIMEOUT, message)
+
+
+class JobCancelled(VidinsightError):
+    """The customer cancelled the job: the message ends ``cancelled``, not dead-lettered."""
+
+    error_class = ErrorClass.PERMANENT
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(Reason.JOB_CANCELLED, f"job {job_id} was cancelled")
 
 
 def remaining_seconds(deadline: float | None, what: str) -> float | None:

@@ -47,7 +47,25 @@ class Settings(BaseSettings):
     # Stage runtime.
     max_poll_interval_ms: int = Field(default=300_000, le=300_000)
     session_timeout_ms: int = 45_000
-    handler_timeout_seconds: float = 600.0
+    # Every handler runs under a deadline: its stage's base plus seconds per second of the
+    # media its message covers (a chunk's span, a video's duration); "default" serves the
+    # stages not named. Blocking calls inside get the time that remains; past it the
+    # message ends stage_timeout (retried like an unknown fault, then dead-lettered).
+    stage_deadline_base_seconds: dict[str, float] = {"default": 300.0, "ingest": 600.0}
+    stage_deadline_per_media_second: dict[str, float] = {
+        "default": 0.0,
+        "preprocess": 0.5,
+        "transcribe": 2.0,
+        "analyse": 0.1,
+    }
+    # A handler past its deadline has this long to give up; after that the process reports
+    # itself unhealthy and exits to be restarted (a Python thread cannot be killed).
+    stage_deadline_grace_seconds: float = 30.0
+    # Exit code of a worker that exits because a handler would not give up.
+    unhealthy_exit_code: int = 70
+    # The largest record the runtime produces (librdkafka's message.max.bytes, at or below
+    # the broker's); a bigger output fails its message with message_too_large instead.
+    max_message_bytes: int = 1_000_000
     batch_max_messages: int = 500
     batch_max_wait_ms: int = 5
     unknown_error_max_attempts: int = 3

@@ -1,11 +1,17 @@
-"""One partition's batch through the stage contract, in a worker thread.
+"""One partition's messages through the stage contract, one message at a time, in a thread.
 
-Order, as DESIGN.md fixes it: decode; short-circuit runs already finished (re-emit
-their stored outputs); run the handler for the rest; one transaction for every
-upsert, stage-run record and audit entry of the batch; produce outputs, cost events
-and dead letters and wait for delivery. The caller commits the offset afterwards.
-Transient faults are retried here with backoff for as long as it takes (the
-partition stays paused meanwhile); only the fence stops the retrying.
+Per message, as docs/architecture.md fixes it: decode; short-circuit a run already
+finished (re-emit its stored outputs); stop a cancelled job's message before any work;
+count the attempt as the handler starts; run the handler under its deadline; one
+transaction for the stage's upserts, the stage-run record and the audit entry; produce
+the outputs and cost events and wait for delivery; report the offset as done so the
+worker can commit it. A message's effects never wait for the rest of its batch, and a
+later message is never charged for an attempt it did not run.
+
+Whatever the runtime cannot decode, store, encode or produce for one message is
+dead-lettered with a reason and the partition moves on. Transient faults are retried
+with backoff for as long as it takes (the partition stays paused); only the fence stops
+the retrying. The fence is checked before every message and after every handler.
 """
 
 from __future__ import annotations
@@ -16,21 +22,37 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Message
 
 from schemas.codec import Codec
-from sinks import audit, stage_runs
+from sinks import audit, jobs, stage_runs
+from sinks.blobs import BlobStore
 from sinks.db import Connection, Pool, transaction
 from streams.runtime import metrics
 from streams.runtime.backoff import backoff_seconds
-from streams.runtime.dead_letter import Failure, dead_letter_headers, dead_letter_value
-from streams.runtime.delivery import deliver
+from streams.runtime.context import HandlerContext, deadline_seconds
+from streams.runtime.dead_letter import (
+    Failure,
+    dead_letter_headers,
+    dead_letter_value,
+    without_original_value,
+)
+from streams.runtime.delivery import Producers, Undeliverable, deliver
 from streams.runtime.encoded import Encoded
 from streams.runtime.failpoints import Failpoint, Failpoints
 from streams.runtime.fence import Abandoned, Fence
 from streams.runtime.origin import Origin, origin_of
 from streams.runtime.stage import Inbound, Stage, StageResult
-from vidinsight.errors import ErrorClass, Reason, TransientError, classify, costs_of
+from streams.runtime.watchdog import Hung, call_with_deadline
+from telemetry.logs import message_context
+from vidinsight.errors import (
+    ErrorClass,
+    JobCancelled,
+    Reason,
+    TransientError,
+    classify,
+    costs_of,
+)
 from vidinsight.settings import Settings
 
 log = logging.getLogger("vidinsight.runtime")
@@ -39,11 +61,17 @@ T = TypeVar("T")
 COSTS_SCHEMA = "CostEvent"
 DEAD_LETTER_SCHEMA = "DeadLetter"
 JOB_COMPLETED_SCHEMA = "JobCompleted"
+# Room for the record's framing beside key, value and headers (Kafka's record overhead).
+RECORD_OVERHEAD_BYTES = 512
+
+
+class Unhealthy(Exception):
+    """A handler would not give up: the process must exit once its progress is committed."""
 
 
 @dataclass
 class Item:
-    """One message of the batch and what became of it."""
+    """One message and what became of it."""
 
     message: Message
     origin: Origin
@@ -51,8 +79,13 @@ class Item:
     inbound: Inbound | None = None
     failure: Failure | None = None
     result: StageResult | None = None
-    outputs: list[Encoded] = field(default_factory=list)
-    replayed_from: str | None = None  # "stored" or the run key of an earlier item
+    cancelled: bool = False
+    replayed: bool = False  # answered from a finished run's stored outputs
+    # What goes to the wire: the stage's outputs (or the dead letter and the job's failure
+    # announcement that replace them), then the cost events, which nothing replaces:
+    # money spent is attributed however the message ends.
+    messages: list[Encoded] = field(default_factory=list)
+    costs: list[Encoded] = field(default_factory=list)
     duration_ms: float = 0.0
 
     @property
@@ -64,8 +97,23 @@ class Item:
         return self.inbound.customer_id if self.inbound else None
 
     @property
+    def attempt(self) -> int:
+        return self.inbound.attempt if self.inbound else 1
+
+    @property
     def status(self) -> str:
-        return "dead_lettered" if self.failure else "succeeded"
+        if self.failure:
+            return "dead_lettered"
+        return "cancelled" if self.cancelled else "succeeded"
+
+    @property
+    def outputs(self) -> list[Encoded]:
+        return self.messages + self.costs
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it (a text value cannot hold a NUL character)."""
+    return text.replace("\x00", "\\x00")
 
 
 def run_key_of(message: Message, origin: Origin) -> str:
@@ -76,20 +124,26 @@ def run_key_of(message: Message, origin: Origin) -> str:
     return f"{origin.topic}/{origin.partition}/{origin.offset}"
 
 
-def job_fields(item: Item) -> dict[str, Any]:
-    """The log context every line about this item carries (invariant I4)."""
+def job_fields(item: Item, stage: str) -> dict[str, Any]:
+    """The log context of every line about this item (invariant I4)."""
     return {
-        "job_id": item.job_id,
+        "job_id": storable(item.job_id),
         "customer_id": item.customer_id,
-        "attempt": item.inbound.attempt if item.inbound else 1,
+        "stage": stage,
+        "attempt": item.attempt,
         "topic": item.origin.topic,
         "partition": item.origin.partition,
         "offset": item.origin.offset,
     }
 
 
+def _size(message: Encoded) -> int:
+    headers = sum(len(name) + len(value or b"") for name, value in message.headers)
+    return len(message.key or b"") + len(message.value or b"") + headers + RECORD_OVERHEAD_BYTES
+
+
 class BatchProcessor:
-    """Runs batches of one stage; shared by the worker threads of a process."""
+    """Runs one stage's messages; shared by the partition threads of a process."""
 
     def __init__(
         self,
@@ -97,49 +151,48 @@ class BatchProcessor:
         settings: Settings,
         codec: Codec,
         pool: Pool,
-        producer: Producer,
+        producers: Producers,
+        blobs: BlobStore,
         on_dead_letter: Callable[[Connection, Item], None] | None = None,
     ) -> None:
         self.stage = stage
         self.settings = settings
         self.codec = codec
         self.pool = pool
-        self.producer = producer
+        self.producers = producers
+        self.blobs = blobs
         self.on_dead_letter = on_dead_letter
         self.failpoints = Failpoints(settings.failpoints)
+        self.unhealthy = False
 
-    # -- the contract, step by step ------------------------------------------------
+    # -- the contract, message by message ------------------------------------------
 
-    def run(self, messages: Sequence[Message], fence: Fence) -> int:
-        """Process ``messages`` (one partition, in order); return the offset to commit."""
+    def run(self, messages: Sequence[Message], fence: Fence, done: Callable[[int], None]) -> int:
+        """Process ``messages`` (one partition, in order), calling ``done(next_offset)`` as
+        each one's effects are delivered; return the offset to commit after the last."""
+        for message in messages:
+            fence.check()
+            item = self._process(message, fence)
+            done(item.origin.offset + 1)
+            if self.unhealthy:
+                raise Unhealthy("a handler did not give up after its deadline")
+        return origin_of(messages[-1]).offset + 1
+
+    def _process(self, message: Message, fence: Fence) -> Item:
         started = time.monotonic()
-        items = [self._decode(m, fence) for m in messages]
-        finished, attempts = self._retrying(fence, "begin", lambda: self._begin(items))
-        done: dict[str, Item] = {}
-        for item in items:
-            earlier = done.get(item.run_key)
-            if earlier is not None:  # the same key twice in one batch: once to effect
-                item.outputs, item.replayed_from = earlier.outputs, earlier.run_key
-                continue
-            self._execute(item, finished, attempts, fence)
-            done[item.run_key] = item
-        self.failpoints.hit(Failpoint.AFTER_HANDLER)
-        fence.check()
-        self._retrying(fence, "store", lambda: self._store(items, fence))
-        self.failpoints.hit(Failpoint.AFTER_UPSERT)
-        fence.check()
-        deliver(
-            self.producer,
-            [out for item in items for out in item.outputs],
-            fence,
-            on_retry=lambda: metrics.RETRIES.labels(
-                self.stage.name, Reason.BROKER_UNAVAILABLE
-            ).inc(),
-        )
-        self.failpoints.hit(Failpoint.AFTER_PRODUCE)
-        metrics.BATCH_SECONDS.labels(self.stage.name).observe(time.monotonic() - started)
-        self._count(items)
-        return items[-1].origin.offset + 1
+        item = self._decode(message, fence)
+        with message_context(**job_fields(item, self.stage.name)):
+            self._settle(item, fence)
+            self.failpoints.hit(Failpoint.AFTER_HANDLER)
+            fence.check()
+            self._store(item, fence)
+            self.failpoints.hit(Failpoint.AFTER_UPSERT)
+            fence.check()
+            self._deliver(item, fence)
+            self.failpoints.hit(Failpoint.AFTER_PRODUCE)
+            metrics.BATCH_SECONDS.labels(self.stage.name).observe(time.monotonic() - started)
+            self._count(item)
+        return item
 
     def _decode(self, message: Message, fence: Fence) -> Item:
         origin = origin_of(message)
@@ -151,7 +204,7 @@ class BatchProcessor:
         except Abandoned:
             raise
         except Exception as exc:
-            item.failure = self._failure(exc, attempts=1)
+            item.failure = _failure(exc, attempts=1)
             return item
         if self.stage.run_key is not None:
             item.run_key = self.stage.run_key(value)
@@ -164,138 +217,388 @@ class BatchProcessor:
             timestamp_ms=origin.timestamp_ms,
             attempt=1,
         )
+        unstorable = [
+            name
+            for name, text in (
+                ("key", item.run_key),
+                ("job_id", item.job_id),
+                ("customer_id", item.customer_id or ""),
+            )
+            if "\x00" in text
+        ]
+        if unstorable:
+            item.failure = Failure(
+                reason=Reason.UNSTORABLE_MESSAGE,
+                exception_type="NulCharacter",
+                exception_message=f"{', '.join(unstorable)} holds a NUL character, which"
+                " PostgreSQL cannot store",
+                attempts=1,
+            )
         return item
 
-    def _begin(self, items: list[Item]) -> tuple[dict[str, stage_runs.FinishedRun], dict[str, int]]:
-        """Find finished runs and count an attempt for the rest, committed before any handler."""
-        keys = {item.run_key for item in items}
+    def _settle(self, item: Item, fence: Fence) -> None:
+        """Decide the item's outcome: stored outputs, cancelled, dead letter or a result."""
+        try:
+            begun = self._retrying(fence, "begin", lambda: self._begin(item))
+        except Abandoned:
+            raise
+        except Exception as exc:  # PostgreSQL refused this message's key or values
+            item.failure = item.failure or _failure(exc, 1, Reason.UNSTORABLE_MESSAGE)
+            begun = None
+        if isinstance(begun, stage_runs.FinishedRun):
+            item.messages = [Encoded.from_json(o) for o in begun.outputs]
+            item.replayed = True
+        elif item.failure is not None:
+            item.messages = self._dead_letter(item, fence)
+        elif begun == "cancelled":
+            item.cancelled = True
+        elif isinstance(begun, stage_runs.Begun):
+            self._run_handler(item, begun, fence)
+
+    def _begin(self, item: Item) -> stage_runs.FinishedRun | stage_runs.Begun | str | None:
+        """The finished run; "cancelled"; or the attempt counted as the handler is about to run."""
+        customer, key = item.customer_id, storable(item.run_key)
         with transaction(self.pool) as conn:
-            finished = stage_runs.finished_runs(conn, self.stage.name, keys)
-            starts = {
-                item.run_key: stage_runs.RunStart(
-                    run_key=item.run_key,
-                    job_id=item.job_id,
-                    customer_id=item.customer_id,
-                    topic=item.origin.topic,
-                    partition=item.origin.partition,
-                    offset=item.origin.offset,
-                )
-                for item in items
-                if item.inbound is not None and item.run_key not in finished
-            }
-            attempts = stage_runs.begin_attempts(conn, self.stage.name, list(starts.values()))
-        return finished, attempts
+            finished = stage_runs.finished_run(conn, self.stage.name, customer, key)
+            if finished is not None or item.failure is not None or item.inbound is None:
+                return finished
+            if self.stage.honours_cancel and jobs.is_cancelled(conn, item.job_id, customer):
+                return "cancelled"
+            start = stage_runs.RunStart(
+                key, item.job_id, customer, item.origin.topic, item.origin.partition,
+                item.origin.offset,
+            )  # fmt: skip
+            return stage_runs.begin_attempt(conn, self.stage.name, start)
 
-    def _execute(
-        self,
-        item: Item,
-        finished: dict[str, stage_runs.FinishedRun],
-        attempts: dict[str, int],
-        fence: Fence,
-    ) -> None:
-        stored = finished.get(item.run_key)
-        if stored is not None:
-            item.outputs = [Encoded.from_json(o) for o in stored.outputs]
-            item.replayed_from = "stored"
-            return
-        if item.inbound is None:  # undecodable
-            item.outputs = self._dead_letter(item, fence)
-            return
-        delivered = attempts.get(item.run_key, 1)
-        item.inbound = _with_attempt(item.inbound, delivered)
-        if delivered > self.settings.max_deliveries:
-            item.failure = Failure(
-                reason=Reason.RETRIES_EXHAUSTED,
-                exception_type="RedeliveryLimit",
-                exception_message=f"delivered {delivered} times without finishing",
-                attempts=delivered,
-            )
-            item.outputs = self._dead_letter(item, fence)
-            return
-        self._handle(item, fence)
-
-    def _handle(self, item: Item, fence: Fence) -> None:
-        """Run the handler: transient faults forever with backoff, unknown ones a few times."""
+    def _run_handler(self, item: Item, begun: stage_runs.Begun, fence: Fence) -> None:
+        """The handler under its deadline: transient faults retried forever, unknown ones
+        and timeouts a few times, permanent ones dead-lettered at once."""
         assert item.inbound is not None
-        unknown_failures = 0
-        retry = 0
+        item.inbound = _with_attempt(item.inbound, begun.attempts)
+        if begun.attempts > self.settings.max_deliveries:
+            reason = begun.previous_reason or Reason.RETRIES_EXHAUSTED
+            item.failure = Failure(
+                reason=reason,
+                exception_type="RedeliveryLimit",
+                exception_message=f"delivered {begun.attempts} times without finishing",
+                attempts=begun.attempts,
+            )
+            item.messages = self._dead_letter(item, fence)
+            return
+        unknown_failures = retry = 0
         paid: dict[str, Mapping[str, Any]] = {}  # cost events of failed attempts, by id
         while True:
+            fence.check()
             started = time.monotonic()
             try:
-                result = self.stage.handler(item.inbound)
-                item.outputs = self._encode_outputs(result)
-                emitted = {str(event["event_id"]) for event in result.cost_events}
-                item.outputs += self._encode_costs(
-                    [event for key, event in paid.items() if key not in emitted]
-                )
-                item.result = result
-                item.duration_ms = (time.monotonic() - started) * 1000
-                metrics.HANDLER_SECONDS.labels(self.stage.name).observe(item.duration_ms / 1000)
-                return
+                result = self._call(item, fence)
             except Abandoned:
+                self._release(item)
                 raise
+            except Hung as exc:
+                self._hung(item, begun.attempts, exc, paid, fence)
+                return
             except Exception as exc:
                 paid.update((str(event["event_id"]), event) for event in costs_of(exc))
                 error_class, reason = classify(exc)
-                retry += 1
-                if error_class is ErrorClass.UNKNOWN:
-                    unknown_failures += 1
-                if error_class is ErrorClass.PERMANENT or (
-                    unknown_failures >= self.settings.unknown_error_max_attempts
+                if isinstance(exc, JobCancelled):
+                    item.cancelled = True
+                elif reason is Reason.STAGE_TIMEOUT:
+                    metrics.TIMEOUTS.labels(self.stage.name).inc()
+                unknown_failures += error_class is ErrorClass.UNKNOWN
+                if (
+                    item.cancelled
+                    or error_class is ErrorClass.PERMANENT
+                    or (unknown_failures >= self.settings.unknown_error_max_attempts)
                 ):
-                    item.failure = self._failure(exc, attempts=item.inbound.attempt)
-                    item.result = None
-                    item.outputs = self._dead_letter(item, fence)
-                    item.outputs += self._encode_costs(list(paid.values()))
+                    if not item.cancelled:
+                        item.failure = _failure(exc, attempts=item.attempt)
+                        item.messages = self._dead_letter(item, fence)
+                    item.costs = self._encode_costs(list(paid.values()), fence)
                     return
+                retry += 1
                 self._note_retry(item, reason, error_class, exc)
-                item.inbound = _with_attempt(item.inbound, item.inbound.attempt + 1)
+                item.inbound = _with_attempt(item.inbound, item.attempt + 1)
                 fence.sleep(self._delay(retry))
+                continue
+            fence.check()
+            item.duration_ms = (time.monotonic() - started) * 1000
+            metrics.HANDLER_SECONDS.labels(self.stage.name).observe(item.duration_ms / 1000)
+            item.result = result
+            self._encode_result(item, paid, fence)
+            return
 
-    def _encode_outputs(self, result: StageResult) -> list[Encoded]:
-        encoded = [
-            Encoded(o.topic, o.key.encode(), self.codec.encode(o.topic, o.schema, o.value))
-            for o in result.outputs
-        ]
-        return encoded + self._encode_costs(result.cost_events)
+    def _call(self, item: Item, fence: Fence) -> StageResult:
+        assert item.inbound is not None
+        inbound = item.inbound
+        ctx = HandlerContext(
+            inbound=inbound,
+            stage=self.stage.name,
+            settings=self.settings,
+            pool=self.pool,
+            blobs=self.blobs,
+            deadline=time.monotonic()
+            + deadline_seconds(self.settings, self.stage.name, inbound.value),
+        )
+        return call_with_deadline(
+            lambda c: self.stage.handler(c.inbound, c),
+            ctx,
+            fence,
+            self.settings.stage_deadline_grace_seconds,
+            job_fields(item, self.stage.name),
+        )
 
-    def _encode_costs(self, events: Sequence[Mapping[str, Any]]) -> list[Encoded]:
-        """Cost events for the costs topic, keyed by customer (the aggregator's partitioning)."""
-        return [
-            Encoded(
-                self.stage.costs_topic,
-                str(cost["customer_id"]).encode(),
-                self.codec.encode(self.stage.costs_topic, COSTS_SCHEMA, cost),
+    def _encode_result(
+        self, item: Item, paid: Mapping[str, Mapping[str, Any]], fence: Fence
+    ) -> None:
+        """The result's outputs and costs (and those of failed attempts) ready for the wire;
+        an output the broker would refuse fails the message instead of being produced."""
+        assert item.result is not None
+        result = item.result
+        emitted = {str(event["event_id"]) for event in result.cost_events}
+        costs = [*result.cost_events, *(e for k, e in paid.items() if k not in emitted)]
+        item.costs = self._encode_costs(costs, fence)
+        try:
+            item.messages = self._retrying(
+                fence,
+                "encode",
+                lambda: [
+                    Encoded(o.topic, o.key.encode(), self.codec.encode(o.topic, o.schema, o.value))
+                    for o in result.outputs
+                ],
             )
-            for cost in events
-        ]
+        except Abandoned:
+            raise
+        except Exception as exc:
+            self._replace_with_dead_letter(
+                item, _failure(exc, item.attempt, Reason.UNSTORABLE_MESSAGE), fence
+            )
+            return
+        largest = max(item.messages, key=_size, default=None)
+        if largest is not None and _size(largest) > self.settings.max_message_bytes:
+            failure = Failure(
+                reason=Reason.MESSAGE_TOO_LARGE,
+                exception_type="MessageTooLarge",
+                exception_message=f"an output for {largest.topic} is {_size(largest)} bytes;"
+                f" the most the broker takes is {self.settings.max_message_bytes}",
+                attempts=item.attempt,
+            )
+            self._replace_with_dead_letter(item, failure, fence)
+
+    def _replace_with_dead_letter(self, item: Item, failure: Failure, fence: Fence) -> None:
+        """The message fails after its handler ran: its costs stay, its outputs go."""
+        item.failure, item.result, item.cancelled = failure, None, False
+        item.messages = self._dead_letter(item, fence)
+
+    def _hung(
+        self,
+        item: Item,
+        delivered: int,
+        exc: Hung,
+        paid: Mapping[str, Mapping[str, Any]],
+        fence: Fence,
+    ) -> None:
+        """A handler that will not give up: park the message if its timeouts are used up,
+        else record why this attempt ended and leave it for a redelivery; either way the
+        process is unhealthy and exits once this message is settled."""
+        metrics.TIMEOUTS.labels(self.stage.name).inc()
+        metrics.HUNG.labels(self.stage.name).inc()
+        self.unhealthy = True
+        log.error(
+            "handler hung past its deadline; the worker will exit to be restarted: %s",
+            exc,
+            extra={"reason": Reason.STAGE_TIMEOUT},
+        )
+        failure = Failure(Reason.STAGE_TIMEOUT, "HandlerHung", str(exc), item.attempt)
+        if delivered >= self.settings.unknown_error_max_attempts:
+            item.failure = failure
+            item.messages = self._dead_letter(item, fence)
+            item.costs = self._encode_costs(list(paid.values()), fence)
+            return
+        key = storable(item.run_key)
+        self._retrying(
+            fence,
+            "note",
+            lambda: self._in_transaction(
+                lambda conn: stage_runs.note_failure(
+                    conn, self.stage.name, item.customer_id, key, failure.reason, str(exc)
+                )
+            ),
+        )
+        raise Unhealthy(str(exc))
+
+    def _release(self, item: Item) -> None:
+        """Take back the attempt of a handler interrupted by the loss of its partition."""
+        try:
+            self._in_transaction(
+                lambda conn: stage_runs.release_attempt(
+                    conn, self.stage.name, item.customer_id, storable(item.run_key)
+                )
+            )
+        except Exception as exc:  # bookkeeping only: the message is redelivered anyway
+            log.warning("could not take back an interrupted attempt: %s", exc)
+
+    # -- storing -------------------------------------------------------------------
+
+    def _store(self, item: Item, fence: Fence) -> None:
+        """One transaction for the item; if PostgreSQL refuses it, the item is dead-lettered."""
+        if item.replayed:
+            return
+        announcement = self._cancel_announcement(item, fence) if item.cancelled else None
+        try:
+            self._retrying(fence, "store", lambda: self._store_once(item, announcement))
+            return
+        except Abandoned:
+            raise
+        except Exception as exc:
+            log.error("store refused: %s", exc, extra={"reason": Reason.UNSTORABLE_MESSAGE})
+            failure = _failure(exc, item.attempt, Reason.UNSTORABLE_MESSAGE)
+            self._replace_with_dead_letter(item, failure, fence)
+        try:
+            self._retrying(fence, "store", lambda: self._store_once(item, None))
+        except Abandoned:
+            raise
+        except Exception as exc:  # the dead letter still goes out; the partition moves on
+            log.error(
+                "the dead letter's record was refused too: %s",
+                exc,
+                extra={"reason": Reason.UNSTORABLE_MESSAGE},
+            )
+
+    def _store_once(self, item: Item, announcement: Encoded | None) -> None:
+        with transaction(self.pool) as conn:
+            if item.cancelled:
+                claimed = jobs.claim_cancel_announcement(conn, item.job_id, item.customer_id)
+                item.messages = [announcement] if claimed and announcement else []
+            elif item.result is not None and item.inbound is not None:
+                self.stage.store(conn, item.inbound, item.result)
+            if item.failure is not None and self.on_dead_letter is not None:
+                self.on_dead_letter(conn, item)
+            self._record(conn, item)
+
+    def _record(self, conn: Connection, item: Item) -> None:
+        """The stage-run record (with the outputs a redelivery re-emits) and the audit entry."""
+        attempt = item.failure.attempts if item.failure else item.attempt
+        reason = item.failure.reason if item.failure else None
+        if item.cancelled:
+            reason = Reason.JOB_CANCELLED
+        outcome = stage_runs.RunOutcome(
+            run_key=storable(item.run_key),
+            job_id=storable(item.job_id),
+            customer_id=item.customer_id,
+            status=item.status,
+            attempts=attempt,
+            outputs=[o.to_json() for o in item.outputs],
+            reason=reason,
+            error_message=item.failure.exception_message if item.failure else None,
+        )
+        stage_runs.finish_runs(conn, self.stage.name, [outcome])
+        entry = audit.AuditEntry(
+            job_id=storable(item.job_id),
+            customer_id=item.customer_id,
+            stage=self.stage.name,
+            event=f"stage_{item.status}",
+            status=item.status,
+            reason=reason,
+            attempt=attempt,
+            detail={"duration_ms": round(item.duration_ms, 3), "run_key": storable(item.run_key)},
+        )
+        audit.append(conn, [entry])
+
+    # -- delivering ----------------------------------------------------------------
+
+    def _deliver(self, item: Item, fence: Fence) -> None:
+        """Produce the item's messages; what the broker refuses for good is dead-lettered."""
+        refused = self._produce(item.outputs, fence)
+        if not refused:
+            return
+        log.error(
+            "the broker refused an output: %s",
+            refused[0].error,
+            extra={"reason": Reason.UNDELIVERABLE_MESSAGE},
+        )
+        if item.failure is not None and not item.replayed:
+            return  # the dead letter itself was refused: logged, and the partition moves on
+        failure = Failure(
+            Reason.UNDELIVERABLE_MESSAGE, "KafkaError", refused[0].error, item.attempt
+        )
+        item.replayed = False
+        self._replace_with_dead_letter(item, failure, fence)
+        item.costs = []  # delivered (or refused) already
+        try:
+            self._retrying(fence, "store", lambda: self._store_once(item, None))
+        except Abandoned:
+            raise
+        except Exception as exc:
+            log.error("could not record the undeliverable message: %s", exc)
+        if self._produce(item.messages, fence):
+            log.error(
+                "the dead letter was refused too", extra={"reason": Reason.UNDELIVERABLE_MESSAGE}
+            )
+
+    def _produce(self, messages: list[Encoded], fence: Fence) -> list[Undeliverable]:
+        return deliver(
+            self.producers,
+            messages,
+            fence,
+            self._delay,
+            on_retry=lambda: metrics.RETRIES.labels(
+                self.stage.name, Reason.BROKER_UNAVAILABLE
+            ).inc(),
+        )
+
+    # -- building messages ---------------------------------------------------------
+
+    def _encode_costs(self, events: Sequence[Mapping[str, Any]], fence: Fence) -> list[Encoded]:
+        """Cost events for the costs topic, keyed by customer (the aggregator's partitioning)."""
+        topic = self.stage.costs_topic
+        return self._retrying(
+            fence,
+            "encode",
+            lambda: [
+                Encoded(
+                    topic,
+                    str(cost["customer_id"]).encode(),
+                    self.codec.encode(topic, COSTS_SCHEMA, cost),
+                )
+                for cost in events
+            ],
+        )
 
     def _dead_letter(self, item: Item, fence: Fence) -> list[Encoded]:
         """The dead letter, and the job's failure announcement when the job is known."""
         assert item.failure is not None
         outputs = [self._parked(item, fence)]
+        announcement = self._announcement(item, "failed", str(item.failure.reason), fence)
+        return outputs + ([announcement] if announcement else [])
+
+    def _cancel_announcement(self, item: Item, fence: Fence) -> Encoded | None:
+        return self._announcement(item, "cancelled", Reason.JOB_CANCELLED.value, fence)
+
+    def _announcement(self, item: Item, status: str, reason: str, fence: Fence) -> Encoded | None:
+        """JobCompleted for a job that ended here, so notify and upstream hear of every end."""
         topic = self.stage.failure_topic
-        if topic is not None and item.inbound is not None and item.customer_id is not None:
-            announcement = {
-                "job_id": item.job_id,
-                "customer_id": item.customer_id,
-                "status": "failed",
-                "reason": str(item.failure.reason),
-                "insights_uri": None,
-                "completed_at_ms": int(time.time() * 1000),
-            }
-            body = self._retrying(
-                fence,
-                "encode",
-                lambda: self.codec.encode(topic, JOB_COMPLETED_SCHEMA, announcement),
-            )
-            outputs.append(Encoded(topic, item.job_id.encode(), body))
-        return outputs
+        if topic is None or item.inbound is None or item.customer_id is None:
+            return None
+        if "\x00" in item.job_id + item.customer_id:
+            return None
+        value = {
+            "job_id": item.job_id,
+            "customer_id": item.customer_id,
+            "status": status,
+            "reason": reason,
+            "insights_uri": None,
+            "completed_at_ms": int(time.time() * 1000),
+        }
+        body = self._retrying(
+            fence, "encode", lambda: self.codec.encode(topic, JOB_COMPLETED_SCHEMA, value)
+        )
+        return Encoded(topic, item.job_id.encode(), body)
 
     def _parked(self, item: Item, fence: Fence) -> Encoded:
         """The DeadLetter record for the stage's DLQ, with the original key and bytes."""
         assert item.failure is not None
+        topic = self.stage.dead_letter_topic
         value = dead_letter_value(
             self.stage.name,
             item.job_id if item.inbound else None,
@@ -303,94 +606,35 @@ class BatchProcessor:
             item.message,
             item.failure,
         )
-        topic = self.stage.dead_letter_topic
-        body = self._retrying(
-            fence, "encode", lambda: self.codec.encode(topic, DEAD_LETTER_SCHEMA, value)
-        )
+        headers = dead_letter_headers(value, storable(item.run_key), item.customer_id)
+        parked = self._encode_dead_letter(topic, value, headers, fence)
+        if _size(parked) > self.settings.max_message_bytes:
+            value = without_original_value(value, len(item.message.value() or b""))
+            parked = self._encode_dead_letter(topic, value, headers, fence)
         log.error(
             "dead-lettered: %s",
             item.failure.exception_message,
             extra={
-                **job_fields(item),
-                "stage": self.stage.name,
                 "reason": item.failure.reason,
                 "exception_type": item.failure.exception_type,
                 "attempt": item.failure.attempts,
             },
         )
-        return Encoded(topic, item.message.key(), body, dead_letter_headers(value))
+        return parked
 
-    def _store(self, items: list[Item], fence: Fence) -> None:
-        """One transaction for the batch; should a stage's store fail, each item alone."""
-        fresh = [item for item in items if item.replayed_from is None]
-        if not fresh:
-            return
-        try:
-            with transaction(self.pool) as conn:
-                self._store_items(conn, fresh)
-            return
-        except TransientError:
-            raise
-        except Exception:
-            log.warning(
-                "batch store failed; storing items one by one", extra={"stage": self.stage.name}
-            )
-        for item in fresh:
-            try:
-                with transaction(self.pool) as conn:
-                    self._store_items(conn, [item])
-            except TransientError:
-                raise
-            except Exception as exc:
-                item.failure = self._failure(
-                    exc, attempts=item.inbound.attempt if item.inbound else 1
-                )
-                item.result = None
-                item.outputs = self._dead_letter(item, fence)
-                with transaction(self.pool) as conn:
-                    self._store_items(conn, [item])
-
-    def _store_items(self, conn: Connection, items: list[Item]) -> None:
-        outcomes: list[stage_runs.RunOutcome] = []
-        entries: list[audit.AuditEntry] = []
-        for item in items:
-            if item.result is not None and item.inbound is not None:
-                self.stage.store(conn, item.inbound, item.result)
-            if item.failure is not None and self.on_dead_letter is not None:
-                self.on_dead_letter(conn, item)
-            attempt = (
-                item.failure.attempts
-                if item.failure
-                else (item.inbound.attempt if item.inbound else 1)
-            )
-            outcomes.append(
-                stage_runs.RunOutcome(
-                    run_key=item.run_key,
-                    job_id=item.job_id,
-                    customer_id=item.customer_id,
-                    status=item.status,
-                    attempts=attempt,
-                    outputs=[o.to_json() for o in item.outputs],
-                    reason=item.failure.reason if item.failure else None,
-                    error_message=item.failure.exception_message if item.failure else None,
-                )
-            )
-            entries.append(
-                audit.AuditEntry(
-                    job_id=item.job_id,
-                    customer_id=item.customer_id,
-                    stage=self.stage.name,
-                    event=f"stage_{item.status}",
-                    status=item.status,
-                    reason=item.failure.reason if item.failure else None,
-                    attempt=attempt,
-                    detail={"duration_ms": round(item.duration_ms, 3), "run_key": item.run_key},
-                )
-            )
-        stage_runs.finish_runs(conn, self.stage.name, outcomes)
-        audit.append(conn, entries)
+    def _encode_dead_letter(
+        self, topic: str, value: dict[str, Any], headers: list[Any], fence: Fence
+    ) -> Encoded:
+        body = self._retrying(
+            fence, "encode", lambda: self.codec.encode(topic, DEAD_LETTER_SCHEMA, value)
+        )
+        return Encoded(topic, value["original_key"], body, headers)
 
     # -- retry plumbing ------------------------------------------------------------
+
+    def _in_transaction(self, action: Callable[[Connection], None]) -> None:
+        with transaction(self.pool) as conn:
+            action(conn)
 
     def _retrying(self, fence: Fence, step: str, action: Callable[[], T]) -> T:
         """Run ``action``, retrying transient faults with backoff until it succeeds."""
@@ -406,7 +650,7 @@ class BatchProcessor:
                     "%s: transient fault, retrying: %s",
                     step,
                     exc.message,
-                    extra={"stage": self.stage.name, "reason": exc.reason, "attempt": retry},
+                    extra={"reason": exc.reason, "attempt": retry},
                 )
                 fence.sleep(self._delay(retry))
 
@@ -425,42 +669,35 @@ class BatchProcessor:
             "handler failed, retrying: %s",
             exc,
             extra={
-                **job_fields(item),
-                "stage": self.stage.name,
                 "reason": reason,
                 "error_class": error_class,
                 "exception_type": type(exc).__name__,
             },
         )
 
-    def _failure(self, exc: BaseException, attempts: int) -> Failure:
-        _, reason = classify(exc)
-        return Failure(
-            reason=reason,
-            exception_type=type(exc).__name__,
-            exception_message=str(exc),
-            attempts=attempts,
-        )
+    def _count(self, item: Item) -> None:
+        if item.replayed:
+            outcome = "short_circuited"
+        elif item.failure is not None:
+            outcome = "dead_lettered"
+            metrics.DEAD_LETTERS.labels(self.stage.name, item.failure.reason).inc()
+        elif item.cancelled:
+            outcome = "cancelled"
+        else:
+            outcome = "processed"
+        metrics.MESSAGES.labels(self.stage.name, outcome).inc()
+        if outcome != "dead_lettered":  # dead letters were logged when made
+            log.info(outcome.replace("_", "-"), extra={"duration_ms": round(item.duration_ms, 3)})
 
-    def _count(self, items: list[Item]) -> None:
-        for item in items:
-            if item.replayed_from is not None:
-                outcome = "short_circuited"
-            elif item.failure is not None:
-                outcome = "dead_lettered"
-                metrics.DEAD_LETTERS.labels(self.stage.name, item.failure.reason).inc()
-            else:
-                outcome = "processed"
-            metrics.MESSAGES.labels(self.stage.name, outcome).inc()
-            if outcome != "dead_lettered":  # dead letters were logged when made
-                log.info(
-                    outcome.replace("_", "-"),
-                    extra={
-                        **job_fields(item),
-                        "stage": self.stage.name,
-                        "duration_ms": round(item.duration_ms, 3),
-                    },
-                )
+
+def _failure(exc: BaseException, attempts: int, reason: Reason | None = None) -> Failure:
+    """Why ``exc`` ends a message; ``reason`` overrides what the exception says of itself."""
+    return Failure(
+        reason=reason or classify(exc)[1],
+        exception_type=type(exc).__name__,
+        exception_message=str(exc),
+        attempts=attempts,
+    )
 
 
 def _with_attempt(inbound: Inbound, attempt: int) -> Inbound:

@@ -36,6 +36,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "acks": "all",
         "linger.ms": settings.producer_linger_ms,
         "compression.type": "lz4",
+        "message.max.bytes": settings.max_message_bytes + 64 * 1024,
         "client.id": "vidinsight-producer",
     }
 

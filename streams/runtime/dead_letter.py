@@ -28,6 +28,8 @@ HEADER_NAMES = (
     "original-timestamp",
     "stage",
     "job-id",
+    "customer-id",
+    "run-key",
 )
 
 
@@ -62,8 +64,27 @@ def dead_letter_value(
     }
 
 
-def dead_letter_headers(value: Mapping[str, Any]) -> list[tuple[str, str | bytes | None]]:
-    """The record's facts as ``vi-*`` headers."""
+def without_original_value(value: Mapping[str, Any], size: int) -> dict[str, Any]:
+    """The record without the original bytes, for a dead letter too large for the broker.
+
+    The original stays where it was (topic, partition and offset are in the record) until
+    the topic's retention removes it; the message says so.
+    """
+    note = (
+        f" [original value of {size} bytes not copied: too large for a dead letter; read it at"
+        f" {value['original_topic']}/{value['original_partition']}/{value['original_offset']}]"
+    )
+    return {
+        **value,
+        "original_value": None,
+        "exception_message": value["exception_message"][: 4000 - len(note)] + note,
+    }
+
+
+def dead_letter_headers(
+    value: Mapping[str, Any], run_key: str, customer_id: str | None
+) -> list[tuple[str, str | bytes | None]]:
+    """The record's facts as ``vi-*`` headers, with the stage-run key a replay reopens."""
     facts = {
         "reason": value["reason"],
         "exception-type": value["exception_type"],
@@ -75,6 +96,8 @@ def dead_letter_headers(value: Mapping[str, Any]) -> list[tuple[str, str | bytes
         "original-timestamp": value["original_timestamp_ms"],
         "stage": value["stage"],
         "job-id": value["job_id"] or "",
+        "customer-id": customer_id or "",
+        "run-key": run_key,
     }
     return [(HEADER_PREFIX + name, str(facts[name]).encode()) for name in HEADER_NAMES]
 

@@ -1,43 +1,94 @@
-"""Produce a batch's messages and wait until the broker has acknowledged every one.
+"""Produce messages and wait until the broker has acknowledged every one.
 
 The producer is idempotent with ``acks=all``, so librdkafka's own retries never
-duplicate; only a message whose delivery finally failed is produced again. While
-the broker is down the wait simply goes on (the partition stays paused), until it
-comes back or the partition is taken away.
+duplicate; a message whose delivery failed for a passing reason (broker down, timed
+out) is produced again after a backoff, for as long as it takes (the partition stays
+paused) until it lands or the partition is taken away. A message the broker will never
+take (too large, invalid, not authorised) is returned to the caller instead of being
+retried, and a fatal producer error (the idempotent producer's state is lost) replaces
+the producer, since a fatal producer refuses everything afterwards.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streams.runtime.backoff import backoff_seconds
 from streams.runtime.encoded import Encoded
 from streams.runtime.fence import Fence
 
+log = logging.getLogger("vidinsight.runtime")
+
+# Errors of the record itself, or of our right to write it: producing again cannot help.
+PERMANENT_CODES = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+
+class Producers:
+    """The process's producer, replaced when it reports a fatal error."""
+
+    def __init__(self, make: Callable[[], Producer]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self.current = make()
+
+    def replace(self, broken: Producer) -> Producer:
+        """A fresh producer in place of ``broken`` (once, however many threads saw it fail)."""
+        with self._lock:
+            if self.current is broken:
+                log.error("producer reported a fatal error; replacing it")
+                self.current = self._make()
+            return self.current
+
+
+@dataclass(frozen=True)
+class Undeliverable:
+    """A message the broker refused for good, and why."""
+
+    message: Encoded
+    error: str
+
 
 class _Acks:
-    """Delivery reports for one batch, which may be served by any thread's flush."""
+    """Delivery reports for one round, which may be served by any thread's flush."""
 
     def __init__(self, expected: int) -> None:
         self._lock = threading.Lock()
         self.pending = expected
-        self.failed: list[int] = []
+        self.failed: dict[int, KafkaError] = {}
 
     def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
         def on_delivery(err: KafkaError | None, _msg: Message) -> None:
             with self._lock:
                 self.pending -= 1
                 if err is not None:
-                    self.failed.append(index)
+                    self.failed[index] = err
 
         return on_delivery
 
+    def refused(self, index: int, err: KafkaError) -> None:
+        """``produce`` itself raised: no report will come for this message."""
+        with self._lock:
+            self.pending -= 1
+            self.failed[index] = err
 
-def _produce(
-    producer: Producer, message: Encoded, on_delivery: Callable[[KafkaError | None, Message], None]
-) -> None:
+
+def _produce(producer: Producer, message: Encoded, acks: _Acks, index: int) -> None:
     while True:
         try:
             producer.produce(
@@ -45,29 +96,57 @@ def _produce(
                 value=message.value,
                 key=message.key,
                 headers=message.headers or None,
-                on_delivery=on_delivery,
+                on_delivery=acks.callback(index),
             )
             return
         except BufferError:
             producer.poll(0.05)  # local queue full: serve reports to make room
+        except KafkaException as exc:
+            acks.refused(index, exc.args[0])
+            return
+
+
+def _is_permanent(err: KafkaError) -> bool:
+    return err.code() in PERMANENT_CODES and not err.fatal()
 
 
 def deliver(
-    producer: Producer,
+    producers: Producers,
     messages: Sequence[Encoded],
     fence: Fence,
+    backoff: Callable[[int], float],
     wait_step_seconds: float = 1.0,
     on_retry: Callable[[], None] | None = None,
-) -> None:
-    """Produce ``messages`` in order and return once each is acknowledged."""
+) -> list[Undeliverable]:
+    """Produce ``messages`` in order; return once each is acknowledged or refused for good."""
     todo = list(messages)
+    refused: list[Undeliverable] = []
+    retry = 0
     while todo:
+        producer = producers.current
         acks = _Acks(len(todo))
         for index, message in enumerate(todo):
-            _produce(producer, message, acks.callback(index))
+            _produce(producer, message, acks, index)
         while acks.pending > 0:
             producer.flush(wait_step_seconds)
             fence.check()
-        todo = [todo[i] for i in sorted(acks.failed)]
-        if todo and on_retry is not None:
-            on_retry()
+        again = []
+        for index, err in sorted(acks.failed.items()):
+            if _is_permanent(err):
+                refused.append(Undeliverable(todo[index], err.str()))
+            else:
+                again.append(todo[index])
+                if err.fatal():
+                    producers.replace(producer)
+        todo = again
+        if todo:
+            retry += 1
+            if on_retry is not None:
+                on_retry()
+            fence.sleep(backoff(retry))
+    return refused
+
+
+def default_backoff(retry: int) -> float:
+    """For callers outside a stage (replay): 0.2 s doubling to 10 s."""
+    return backoff_seconds(retry, 0.2, 10.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextlib import suppress
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -10,7 +12,8 @@ from vidinsight.errors import Reason
 
 MESSAGES = Counter(
     "vidinsight_stage_messages_total",
-    "Input messages finished by a stage, by outcome (processed, short_circuited, dead_lettered).",
+    "Input messages finished by a stage, by outcome (processed, short_circuited,"
+    " dead_lettered, cancelled).",
     ["stage", "outcome"],
 )
 RETRIES = Counter(
@@ -50,6 +53,16 @@ LAST_COMMIT = Gauge(
     "Unix time of the stage's last successful offset commit.",
     ["stage"],
 )
+TIMEOUTS = Counter(
+    "vidinsight_stage_timeouts_total",
+    "Handler calls that ran past their deadline (each ends stage_timeout).",
+    ["stage"],
+)
+HUNG = Counter(
+    "vidinsight_stage_hung_handlers_total",
+    "Handlers that did not give up within the grace after their deadline (the worker exits).",
+    ["stage"],
+)
 STALLS = Counter(
     "vidinsight_stage_partition_stalls_total",
     "Owned partitions found with lag and no commit for longer than the stage's time budget.",
@@ -65,7 +78,7 @@ REBALANCES = Counter(
 # failed from any stage's dead letter), so it counts jobs out once per end state.
 JOBS_ENDED = Counter(
     "vidinsight_jobs_ended_total",
-    "Jobs that reached an end state, counted by notify, by status (completed, failed).",
+    "Jobs that reached an end state, counted by notify, by status (completed, failed, cancelled).",
     ["status"],
 )
 JOB_SECONDS = Histogram(
@@ -76,7 +89,22 @@ JOB_SECONDS = Histogram(
 )
 
 
-OUTCOMES = ("processed", "short_circuited", "dead_lettered")
+JOB_END_STATUSES = ("completed", "failed", "cancelled")
+# Jobs out start at zero, so the first end of each kind shows in rate() (see initialise).
+for _status in JOB_END_STATUSES:
+    JOBS_ENDED.labels(_status)
+    JOB_SECONDS.labels(_status)
+
+
+def count_job_end(status: str, job: Mapping[str, Any] | None) -> None:
+    """Jobs out, and how long each took from acceptance to its end (the pipeline's latency)."""
+    JOBS_ENDED.labels(status).inc()
+    if job is not None and job.get("completed_at") and job.get("created_at"):
+        elapsed = job["completed_at"] - job["created_at"]
+        JOB_SECONDS.labels(status).observe(elapsed.total_seconds())
+
+
+OUTCOMES = ("processed", "short_circuited", "dead_lettered", "cancelled")
 
 
 def initialise(stage: str) -> None:
@@ -95,6 +123,8 @@ def initialise(stage: str) -> None:
     BATCH_SECONDS.labels(stage)
     IN_FLIGHT.labels(stage)
     STALLS.labels(stage)
+    TIMEOUTS.labels(stage)
+    HUNG.labels(stage)
 
 
 def forget_partition(stage: str, topic: str, partition: int) -> None:

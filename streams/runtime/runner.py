@@ -8,10 +8,12 @@ from types import FrameType
 
 from schemas.codec import Codec
 from sinks import jobs
+from sinks.blobs import BlobStore
 from sinks.db import Connection, create_pool
 from sinks.migrate import migrate_when_reachable
 from streams.runtime.batch import BatchProcessor, Item
 from streams.runtime.clients import make_consumer, make_producer
+from streams.runtime.delivery import Producers
 from streams.runtime.stage import Stage
 from streams.runtime.worker import StageWorker
 from telemetry import logs
@@ -25,7 +27,7 @@ log = logging.getLogger("vidinsight.runtime")
 def build_worker(stage: Stage, settings: Settings) -> StageWorker:
     """A worker for ``stage`` with its own pool and Kafka clients."""
     pool = create_pool(settings, name=f"stage-{stage.name}")
-    producer = make_producer(settings)
+    producers = Producers(lambda: make_producer(settings))
 
     def on_dead_letter(conn: Connection, item: Item) -> None:
         """A dead-lettered message fails its job, with the reason, in the same transaction."""
@@ -45,10 +47,16 @@ def build_worker(stage: Stage, settings: Settings) -> StageWorker:
                 raise  # a job the platform never saw has no row to fail
 
     processor = BatchProcessor(
-        stage, settings, Codec(settings.registry_url), pool, producer, on_dead_letter
+        stage,
+        settings,
+        Codec(settings.registry_url),
+        pool,
+        producers,
+        BlobStore.from_settings(settings),
+        on_dead_letter,
     )
     return StageWorker(
-        stage, settings, processor, make_consumer(settings, stage.consumer_group), producer
+        stage, settings, processor, make_consumer(settings, stage.consumer_group), producers
     )
 
 
@@ -66,5 +74,4 @@ def run(stage: Stage, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     log.info("metrics on port %d", port, extra={"stage": stage.name})
-    worker.run()
-    return 0
+    return worker.run()

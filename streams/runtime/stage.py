@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sinks.db import Connection
 from topics.catalogue import COSTS_TOPIC, JOBS_COMPLETED_TOPIC, STAGES
+
+if TYPE_CHECKING:
+    from streams.runtime.context import HandlerContext
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class StageResult:
     payload: Any = None
 
 
-Handler = Callable[[Inbound], StageResult]
+Handler = Callable[[Inbound, "HandlerContext"], StageResult]
 Store = Callable[[Connection, Inbound, StageResult], None]
 
 
@@ -83,6 +86,9 @@ class Stage:
     # The stage-run key of a decoded message, when the message key alone does not name
     # one unit of work (notify: a job's "failed" and, after a replay, its "completed").
     run_key: Callable[[Mapping[str, Any]], str] | None = None
+    # Whether a cancelled job's messages stop here before any work (every stage but the
+    # one that tells the customer how the job ended, cancelled included).
+    honours_cancel: bool = True
 
     @property
     def consumer_group(self) -> str:

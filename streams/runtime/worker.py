@@ -16,12 +16,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from functools import partial
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streams.runtime import metrics
 from streams.runtime.backoff import backoff_seconds
-from streams.runtime.batch import BatchProcessor
+from streams.runtime.batch import BatchProcessor, Unhealthy
+from streams.runtime.delivery import Producers
 from streams.runtime.failpoints import Failpoint
 from streams.runtime.fence import Abandoned, Fence
 from streams.runtime.stage import Stage
@@ -31,6 +33,9 @@ from vidinsight.settings import Settings
 log = logging.getLogger("vidinsight.runtime")
 
 Key = tuple[str, int]
+# While a batch runs, the offsets of its finished messages are committed this often, so
+# one slow message does not hold back the commits of the ones before it.
+PROGRESS_COMMIT_INTERVAL_SECONDS = 1.0
 
 
 @dataclass
@@ -44,6 +49,10 @@ class PartitionState:
     future: Future[int] | None = None
     commit_due: int | None = None
     committed: int | None = None
+    # The offset after the last message of the running batch whose effects are delivered
+    # (written by the batch's thread, read here).
+    progress: int | None = None
+    next_progress_commit: float = 0.0
     last_progress: float = field(default_factory=time.monotonic)
     failures: int = 0
     retry_at: float = 0.0
@@ -66,18 +75,19 @@ class StageWorker:
         settings: Settings,
         processor: BatchProcessor,
         consumer: Consumer,
-        producer: Producer,
+        producers: Producers,
     ) -> None:
         self.stage = stage
         self.settings = settings
         self.processor = processor
         self.consumer = consumer
-        self.producer = producer
+        self.producers = producers
         self.partitions: dict[Key, PartitionState] = {}
         self.executor = ThreadPoolExecutor(
             max_workers=settings.worker_threads, thread_name_prefix=f"{stage.name}-handler"
         )
         self._stopping = threading.Event()
+        self._unhealthy = False
         self._next_watch = 0.0
         self._labels = {"stage": stage.name}
         metrics.initialise(stage.name)
@@ -88,8 +98,12 @@ class StageWorker:
         """Ask the loop to shut down gracefully (safe from a signal handler)."""
         self._stopping.set()
 
-    def run(self) -> None:
-        """Consume until ``stop()``; then finish or abandon in-flight work and leave the group."""
+    def run(self) -> int:
+        """Consume until ``stop()``; then finish or abandon in-flight work and leave the group.
+
+        Returns the process's exit code: 0, or ``unhealthy_exit_code`` when a handler would
+        not give up after its deadline (its thread cannot be killed; a restart frees it).
+        """
         self.consumer.subscribe(
             [self.stage.input_topic],
             on_assign=self._on_assign,
@@ -106,6 +120,7 @@ class StageWorker:
                 self._watch()
         finally:
             self._shutdown()
+        return self.settings.unhealthy_exit_code if self._unhealthy else 0
 
     # -- the loop ------------------------------------------------------------------
 
@@ -133,12 +148,21 @@ class StageWorker:
             size = self.settings.batch_max_messages
             state.batch, state.pending = state.pending[:size], state.pending[size:]
             self.consumer.pause([state.tp])
-            state.future = self.executor.submit(self.processor.run, state.batch, state.fence)
+            state.progress = None
+            state.future = self.executor.submit(
+                self.processor.run, state.batch, state.fence, partial(_record_progress, state)
+            )
             metrics.IN_FLIGHT.labels(**self._labels).inc(len(state.batch))
 
     def _reap(self) -> None:
+        now = time.monotonic()
         for state in self.partitions.values():
-            if state.future is None or not state.future.done():
+            if state.future is None:
+                continue
+            if not state.future.done():
+                if now >= state.next_progress_commit:
+                    state.next_progress_commit = now + PROGRESS_COMMIT_INTERVAL_SECONDS
+                    self._progress_due(state)
                 continue
             self._settle(state, state.future)
             if not state.busy and not state.pending:
@@ -154,12 +178,22 @@ class StageWorker:
             state.failures = 0
             state.batch = []
             return
+        self._progress_due(state)
         if isinstance(error, Abandoned):
             return
+        if isinstance(error, Unhealthy):
+            log.error(
+                "a handler would not give up; stopping so the supervisor restarts this worker",
+                extra={**self._labels, "reason": Reason.STAGE_TIMEOUT},
+            )
+            self._unhealthy = True
+            self.stop()
+            return
         # The runtime itself failed (not a handler: those are classified in the batch).
-        # Put the batch back and try again later; nothing of it was committed.
+        # Put the unfinished messages back and try again later.
         state.failures += 1
-        state.pending = state.batch + state.pending
+        done = state.progress or 0
+        state.pending = [m for m in state.batch if (m.offset() or 0) >= done] + state.pending
         state.batch = []
         state.retry_at = time.monotonic() + backoff_seconds(
             state.failures,
@@ -171,6 +205,12 @@ class StageWorker:
             exc_info=error,
             extra={**self._labels, "partition": state.key[1], "reason": Reason.UNEXPECTED_ERROR},
         )
+
+    def _progress_due(self, state: PartitionState) -> None:
+        """Make the running batch's finished messages due for commit."""
+        progress = state.progress
+        if progress is not None and progress != state.committed:
+            state.commit_due = progress
 
     def _commit_due(self, states: list[PartitionState] | None = None) -> None:
         due = [s for s in (states or self.partitions.values()) if s.commit_due is not None]
@@ -223,6 +263,7 @@ class StageWorker:
                     self._settle(state, future)
                 else:
                     metrics.IN_FLIGHT.labels(**self._labels).dec(len(state.batch))
+                    self._progress_due(state)
             state.fence.raise_fence()
         self._commit_due(leaving)
         for state in leaving:
@@ -308,12 +349,13 @@ class StageWorker:
                         self._settle(state, state.future)
             for state in self.partitions.values():
                 state.fence.raise_fence()
+                self._progress_due(state)
             self._commit_due()
         except KafkaException as exc:
             log.warning("shutdown: %s", exc, extra=self._labels)
         self.executor.shutdown(wait=False, cancel_futures=True)
         _close_within(self.consumer, self.settings.consumer_close_timeout_seconds)
-        self.producer.flush(self.settings.consumer_close_timeout_seconds)
+        self.producers.current.flush(self.settings.consumer_close_timeout_seconds)
         log.info("worker stopped", extra=self._labels)
 
 
@@ -324,6 +366,11 @@ def _close_within(consumer: Consumer, timeout: float) -> None:
     closer.join(timeout)
     if closer.is_alive():
         log.warning("consumer close did not finish in %.0f s; exiting anyway", timeout)
+
+
+def _record_progress(state: PartitionState, next_offset: int) -> None:
+    """Called by the batch's thread as each message's effects are delivered."""
+    state.progress = next_offset
 
 
 def _key_of(message: Message) -> Key:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from inference.llm import LLMContext
+from inference.insight_schema import Insights
+from inference.llm import LLMContext, LLMResult, Message, complete
 from inference.prompts.transcript import Segment, TranscriptText
 from inference.prompts.windows import estimated_tokens, split_windows
-from streams.analyse import analyse_transcript
+from sinks.db import Pool
+from streams.analyse import TASK, analyse_transcript
 
 PARTS = [
     ("Orion", "budget", "Maria will approve the Orion budget by Friday."),
@@ -48,12 +50,15 @@ def test_windows_are_token_bounded_whole_segments_covering_the_video() -> None:
     assert split_windows(transcript, max_tokens=100_000)[0].transcript == transcript
 
 
-def test_a_long_transcript_is_analysed_window_by_window_and_merged() -> None:
+def test_a_long_transcript_is_analysed_window_by_window_and_merged(db_pool: Pool) -> None:
     transcript = long_transcript()
     context = LLMContext(f"cust-{uuid.uuid4().hex[:8]}", f"job-{uuid.uuid4()}", "analyse")
     windows = split_windows(transcript, max_tokens=120)
 
-    analysis = analyse_transcript(transcript, context, window_tokens=120)
+    def ask(messages: list[Message]) -> LLMResult[Insights]:
+        return complete(TASK, messages, Insights, context, pool=db_pool)
+
+    analysis = analyse_transcript(transcript, ask, window_tokens=120)
     insights, costs = analysis.insights, analysis.cost_events
 
     assert analysis.model == "local/extractive"
@@ -71,7 +76,7 @@ def test_a_long_transcript_is_analysed_window_by_window_and_merged() -> None:
     assert insights.summary
 
     # The response cache answers a redelivery: the same insights, every call a free line.
-    again = analyse_transcript(transcript, context, window_tokens=120)
+    again = analyse_transcript(transcript, ask, window_tokens=120)
     assert again.insights == insights
     assert len(again.cost_events) == len(costs)
     assert {(c["unit"], c["amount_usd_micros"]) for c in again.cost_events} == {("requests", 0)}

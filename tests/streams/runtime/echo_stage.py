@@ -3,9 +3,12 @@
 It reads JobRequested, stores one row per job, emits one JobCompleted and one
 CostEvent. Options: ``sleep_seconds`` (a long handler), ``fail`` = ``permanent`` |
 ``unknown`` (a handler that raises), ``requires_file`` (fails permanently until that
-file exists: a cause an operator can fix, for DLQ replay). Every handler execution
-is counted in ``echo_executions`` outside the runtime's transaction, so a test sees
-work that ran twice even when its effects were deduplicated.
+file exists: a cause an operator can fix, for DLQ replay), ``hang`` (never returns,
+deaf to its deadline), ``wait_seconds`` (waits, giving up at its deadline as a
+well-behaved handler does), ``hold_while_file`` (runs until that file is removed),
+``output_bytes`` (an output of that size). Every handler execution is counted in
+``echo_executions`` outside the runtime's transaction, so a test sees work that ran
+twice even when its effects were deduplicated.
 
 Topics and group come from the environment (``ECHO_*``), so each test gets its own.
 """
@@ -20,6 +23,7 @@ from pathlib import Path
 import psycopg
 
 from sinks.db import Connection, translate_errors
+from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import get_settings
@@ -43,11 +47,25 @@ def _record_execution(job_id: str) -> None:
         )
 
 
-def handle(inbound: Inbound) -> StageResult:
+def _wait(ctx: HandlerContext, until: float, while_file: str | None = None) -> None:
+    """Wait as a well-behaved handler works: checking the context between steps."""
+    while time.monotonic() < until and (while_file is None or Path(while_file).exists()):
+        ctx.check("waiting")
+        time.sleep(0.05)
+
+
+def handle(inbound: Inbound, ctx: HandlerContext) -> StageResult:
     options = inbound.value.get("options") or {}
     _record_execution(inbound.job_id)
     if "sleep_seconds" in options:
         time.sleep(float(options["sleep_seconds"]))
+    if "hang" in options:
+        while True:
+            time.sleep(1)
+    if "wait_seconds" in options:
+        _wait(ctx, time.monotonic() + float(options["wait_seconds"]))
+    if "hold_while_file" in options:
+        _wait(ctx, float("inf"), options["hold_while_file"])
     if options.get("fail") == "permanent":
         raise PermanentError(Reason.CORRUPT_MEDIA, f"job {inbound.job_id}: media is corrupt")
     if options.get("fail") == "unknown":
@@ -66,7 +84,8 @@ def handle(inbound: Inbound) -> StageResult:
                     "customer_id": inbound.customer_id,
                     "status": "completed",
                     "reason": None,
-                    "insights_uri": f"echo://{inbound.job_id}",
+                    "insights_uri": f"echo://{inbound.job_id}"
+                    + "x" * int(options.get("output_bytes", 0)),
                     "completed_at_ms": inbound.timestamp_ms,
                 },
             )
