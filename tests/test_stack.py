@@ -1,4 +1,5 @@
-"""The local stack script (deploy/local/stack.sh): health, clear errors, and data kept over down/up.
+"""The local stack script (deploy/local/stack.sh): health, clear errors, data kept over
+down/up, and supervision (deploy/local/supervise.sh restarts a process that dies).
 
 The tests that could disturb the shared stack (down, up, a taken port) run against a
 private stack: a fresh state directory in /tmp and free ports of their own.
@@ -7,13 +8,16 @@ private stack: a fresh state directory in /tmp and free ports of their own.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +30,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from vidinsight.settings import REPO_ROOT, Settings
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
+SUPERVISE = REPO_ROOT / "deploy" / "local" / "supervise.sh"
 SERVICES = ("postgres", "kafka", "registry")
 LOCAL_STACK = os.environ.get("VI_LOCAL_STACK", "1") != "0"
 
@@ -76,6 +81,60 @@ def private_env(state_dir: Path, settings: Settings) -> dict[str, str]:
         # The jars are already downloaded once; a private stack copies them from there.
         env["VI_MAVEN_REPO"] = str(shared_maven_repo)
     return env
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state first), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(") ", 1)[1].split()
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (Z) or being torn down (X)."""
+    fields = stat_fields(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def session_members(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (stack.sh gives each service a session of its own)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = stat_fields(int(entry.name))
+            if fields is not None and fields[3] == str(sid) and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.1)
+
+
+def text_of(path: Path) -> str:
+    """A small state file's content, stripped; "" while it does not exist yet."""
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def pid_in(path: Path) -> int:
+    """The pid of a "PID START" file of the state directory (run/<svc>.pid or .child)."""
+    return int(path.read_text().split()[0])
+
+
+def status_of(service: str, env: dict[str, str]) -> str:
+    """stack.sh status's line for ``service``."""
+    result = stack("status", service, env=env, timeout=60)
+    return result.stdout.strip()
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -165,6 +224,150 @@ def test_full_disk_is_a_clear_error(settings: Settings) -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+def test_a_zombie_is_reported_dead(settings: Settings) -> None:
+    # A process that has exited but is not reaped yet keeps its /proc entry and its start
+    # time (state Z): status must call the service stopped, and stop must not wait on it.
+    state_dir = private_state_dir()
+    zombie = subprocess.Popen(["true"])
+    try:
+        wait_for(lambda: (stat_fields(zombie.pid) or ["?"])[0] == "Z", 10, "a zombie")
+        fields = stat_fields(zombie.pid)
+        assert fields is not None
+        env = private_env(state_dir, settings)
+        (state_dir / "run").mkdir()
+        (state_dir / "run" / "postgres.pid").write_text(f"{zombie.pid} {fields[19]}\n")
+
+        status = stack("status", "postgres", env=env, timeout=60)
+        assert status.returncode == 1
+        assert status.stdout.split() == ["postgres", "stopped"]
+        stop = stack("stop", "postgres", env=env, timeout=60)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "not running" in stop.stdout
+        assert not (state_dir / "run" / "postgres.pid").exists()
+    finally:
+        zombie.wait()
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def supervise(run_dir: Path, script: str) -> subprocess.Popen[bytes]:
+    """supervise.sh keeping ``sh -c script`` running as the service "demo", in a session of
+    its own as spawn starts it; its output goes to run_dir/demo.log."""
+    with (run_dir / "demo.log").open("ab") as log:
+        return subprocess.Popen(
+            ["bash", str(SUPERVISE), "demo", str(run_dir), "TERM", "sh", "-c", script],
+            cwd=run_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def end_supervision(supervisor: subprocess.Popen[bytes]) -> None:
+    """Teardown: KILL whatever is left of the supervisor's process group."""
+    if supervisor.poll() is None:
+        os.killpg(supervisor.pid, signal.SIGKILL)
+    supervisor.wait(30)
+
+
+def test_supervisor_restarts_a_child_that_exits_70_and_term_stops_both(tmp_path: Path) -> None:
+    # The first run exits 70, as a stage worker does when it judges itself hung; the
+    # second stays up.
+    supervisor = supervise(tmp_path, "if [ -e once ]; then exec sleep 300; fi; touch once; exit 70")
+    restarts, child_file = tmp_path / "demo.restarts", tmp_path / "demo.child"
+    try:
+
+        def restarted_once() -> bool:
+            if not child_file.exists() or text_of(restarts) != "1":
+                return False
+            return alive(pid_in(child_file))
+
+        wait_for(restarted_once, 20, "the child restarted once")
+        child = pid_in(child_file)
+        assert "demo exited with code 70" in (tmp_path / "demo.log").read_text()
+
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(20) == 0
+        assert not alive(child)
+        assert not child_file.exists()
+        assert text_of(restarts) == "1", "nothing is restarted once TERM came"
+        assert session_members(supervisor.pid) == []
+    finally:
+        end_supervision(supervisor)
+
+
+def test_supervisor_backs_off_and_term_cuts_the_backoff_short(tmp_path: Path) -> None:
+    supervisor = supervise(tmp_path, "exit 70")
+    restarts = tmp_path / "demo.restarts"
+    try:
+        # Restarts after 1 s and 2 s; the third exit starts a backoff of 4 s.
+        wait_for(lambda: text_of(restarts) == "3", 30, "three restarts")
+        log = (tmp_path / "demo.log").read_text()
+        for number, delay in ((1, 1), (2, 2), (3, 4)):
+            assert f"restart {number} in {delay}s" in log, log
+
+        began = time.monotonic()
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(20) == 0
+        assert time.monotonic() - began < 3, "TERM must end the backoff, not wait it out"
+        assert text_of(restarts) == "3"
+        assert "supervision ends" in (tmp_path / "demo.log").read_text()
+    finally:
+        end_supervision(supervisor)
+
+
+# A small service of the test's own: python's http.server, healthy once its port answers.
+WEB_SERVICE = """
+add_service web
+start_web() {{
+    spawn web "$STATE_DIR" {python} -m http.server --bind 127.0.0.1 "$VI_TEST_WEB_PORT"
+}}
+health_web() {{ port_in_use "$VI_TEST_WEB_PORT"; }}
+port_vars_web() {{ echo VI_TEST_WEB_PORT; }}
+"""
+
+
+def test_killed_service_is_restarted_and_down_leaves_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    services_dir = tmp_path / "services.d"
+    services_dir.mkdir()
+    (services_dir / "web.sh").write_text(WEB_SERVICE.format(python=shlex.quote(sys.executable)))
+    state_dir = private_state_dir()
+    env = private_env(state_dir, settings)
+    port = str(free_port())
+    env.update(VI_STACK_SERVICES_DIR=str(services_dir), VI_TEST_WEB_PORT=port)
+    run = state_dir / "run"
+    try:
+        started = stack("start", "web", env=env, timeout=60)
+        assert started.returncode == 0, started.stdout + started.stderr
+        supervisor, first = pid_in(run / "web.pid"), pid_in(run / "web.child")
+        os.kill(first, signal.SIGKILL)
+
+        # Back without any command: a new process, healthy, one restart counted.
+        def back() -> bool:
+            line = status_of("web", env)
+            healthy = line.split()[1] == "healthy"
+            return healthy and f"pid {first}," not in line and "restarts 1" in line
+
+        wait_for(back, 20, "web restarted and healthy")
+        second = pid_in(run / "web.child")
+        assert second != first and alive(second)
+        assert pid_in(run / "web.pid") == supervisor
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=10).raise_for_status()
+
+        down = stack("down", env=env, timeout=120)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert [pid for pid in (supervisor, first, second) if alive(pid)] == []
+        assert session_members(supervisor) == []
+        assert not port_open(port)
+        assert not list(run.glob("web.*"))
+        assert status_of("web", env).split() == ["web", "stopped"]
+    finally:
+        stack("down", env=env, timeout=120)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
 @dataclass
 class PrivateStack:
     env: dict[str, str]
@@ -237,9 +440,28 @@ def test_down_then_up_keeps_the_data(private_stack: PrivateStack) -> None:
         conn.execute("INSERT INTO stack_test VALUES ('kept')")
     cluster_id = (private_stack.state_dir / "data" / "kafka.cluster-id").read_text()
 
+    # The registry killed as an OOM kill would: its supervisor starts it again unasked.
+    run = private_stack.state_dir / "run"
+    killed = pid_in(run / "registry.child")
+    os.kill(killed, signal.SIGKILL)
+
+    def registry_back() -> bool:
+        line = status_of("registry", env)
+        return line.split()[1] == "healthy" and "restarts 1" in line
+
+    wait_for(registry_back, 180, "the registry restarted and healthy")
+    assert pid_in(run / "registry.child") != killed
+    restarted = httpx.get(f"{private_stack.registry_url}/schemas/ids/{schema_id}", timeout=30)
+    restarted.raise_for_status()
+
+    supervisors = [pid_in(path) for path in run.glob("*.pid")]
+    children = [pid_in(path) for path in run.glob("*.child")]
+    assert len(supervisors) == len(children) == len(SERVICES)
     down = stack("down", env=env, timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr
-    assert not list((private_stack.state_dir / "run").glob("*.pid"))
+    assert not list(run.glob("*.pid"))
+    assert [pid for pid in supervisors + children if alive(pid)] == [], "down left a process"
+    assert [sid for sid in supervisors if session_members(sid)] == []
     for var in ("VI_POSTGRES_PORT", "VI_KAFKA_PORT", "VI_REGISTRY_PORT"):
         assert not port_open(env[var]), f"{var} still served after down"
     status = stack("status", env=env, timeout=60)

@@ -9,6 +9,10 @@
 #   stack.sh with COMMAND...     start what is not running, run COMMAND, then stop only what
 #                                this run started; exits with COMMAND's code (make test uses it)
 #
+# Every service runs under supervise.sh (beside this script): a process that exits or is
+# killed is started again after a backoff (1 s, 2 s, 4 s ... 30 s), and `status` shows how
+# often. `stop`/`down` end the supervisor and its process together; nothing is restarted.
+#
 # Services start in order (postgres, kafka, registry) and stop in reverse. Each service is a
 # set of functions named after it:
 #   start_<svc>          launch the process through `spawn <svc> <workdir> <command...>`
@@ -23,7 +27,8 @@
 # in NAME is an underscore in the function names).
 #
 # Everything lives under the state directory (VI_STATE_DIR, default <repo>/.state):
-#   run/<svc>.pid  logs/<svc>.log  data/postgres  data/kafka  cache/m2  opt/kafka/libs  opt/apicurio
+#   run/<svc>.pid  run/<svc>.child  run/<svc>.restarts  logs/<svc>.log
+#   data/postgres  data/kafka  cache/m2  opt/kafka/libs  opt/apicurio
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -78,64 +83,122 @@ known_service() {
 has_function() { declare -F "$1" >/dev/null; }
 
 pid_file() { printf '%s/%s.pid' "$RUN_DIR" "$1"; }
+child_file() { printf '%s/%s.child' "$RUN_DIR" "$1"; }
+restarts_file() { printf '%s/%s.restarts' "$RUN_DIR" "$1"; }
 
-# The kernel's start time of a process (field 22 of /proc/PID/stat), to tell our process
-# from a later one that reuses its pid.
-proc_start_time() {
-    local stat rest
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    rest="${stat##*) }"
+SUPERVISOR="$SCRIPT_DIR/supervise.sh"
+
+# The kernel's start time of a live process (field 22 of /proc/PID/stat), to tell our
+# process from a later one that reuses its pid. A zombie (state Z) or a process being torn
+# down (X) still has its /proc entry but is dead: for it this fails, as for a missing pid.
+live_start_time() {
+    local stat
+    { read -r stat <"/proc/$1/stat"; } 2>/dev/null || return 1
     local -a fields
-    read -r -a fields <<<"$rest"
+    read -r -a fields <<<"${stat##*) }"
+    case "${fields[0]}" in Z | X) return 1 ;; esac
     printf '%s' "${fields[19]}"
 }
 
-# Print the pid of the service's process if it is alive and is the one we started.
-service_pid() {
-    local file pid started now
-    file="$(pid_file "$1")"
-    [ -f "$file" ] || return 1
-    read -r pid started <"$file" || return 1
-    [ -n "${pid:-}" ] || return 1
-    now="$(proc_start_time "$pid")" || return 1
-    [ "$now" = "${started:-}" ] || return 1
+# is_process PID START: PID is alive and is the process that started at START.
+is_process() { [ -n "$2" ] && [ "$(live_start_time "$1")" = "$2" ]; }
+
+# Print the pid a file of "PID START" names if that process is alive and is the one named.
+live_pid_in() {
+    local pid started
+    [ -f "$1" ] || return 1
+    read -r pid started <"$1" || return 1
+    [ -n "${pid:-}" ] && is_process "$pid" "${started:-}" || return 1
     printf '%s' "$pid"
 }
 
-# spawn SERVICE WORKDIR COMMAND...: run COMMAND in its own session, in the background, with
-# stdout and stderr appended to the service's log, and record its pid and start time.
+# The service's own pid: its supervisor (or, in a pid file written before supervision
+# existed, the service's process itself), if it is alive and is the one we started.
+service_pid() { live_pid_in "$(pid_file "$1")"; }
+
+# The pid of the supervised process while it runs (not during a restart's backoff).
+child_pid() { live_pid_in "$(child_file "$1")"; }
+
+# Whether PID is one of our supervise.sh processes (spawn starts it as "$BASH" supervise.sh).
+is_supervisor() {
+    local -a argv
+    { mapfile -d '' -t argv <"/proc/$1/cmdline"; } 2>/dev/null || return 1
+    [ "${argv[1]:-}" = "$SUPERVISOR" ]
+}
+
+restart_count() { cat "$(restarts_file "$1")" 2>/dev/null || echo 0; }
+
+stop_signal() {
+    local svc="$1"
+    if has_function "stop_signal_${svc//-/_}"; then
+        "stop_signal_${svc//-/_}"
+    else
+        echo TERM
+    fi
+}
+
+# spawn SERVICE WORKDIR COMMAND...: run COMMAND under supervise.sh, in a session of its own,
+# in the background, with stdout and stderr appended to the service's log; record the
+# supervisor's pid and start time (supervise.sh records its child's).
 spawn() {
     local svc="$1" workdir="$2"
     shift 2
-    local log="$LOG_DIR/$svc.log"
+    local log="$LOG_DIR/$svc.log" signal
+    signal="$(stop_signal "$svc")"
     # Keep one previous log once it grows past VI_LOG_ROTATE_MIB.
     if [ -f "$log" ] && [ "$(stat -c %s "$log")" -gt $((VI_LOG_ROTATE_MIB * 1024 * 1024)) ]; then
         mv -f "$log" "$log.1"
     fi
-    printf '\n=== %s stack.sh: starting %s: %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$svc" "$*" >>"$log"
+    printf '\n=== %s stack.sh: starting %s (supervised): %s\n' "$(date '+%Y-%m-%dT%H:%M:%S%z')" "$svc" "$*" >>"$log"
+    rm -f "$(child_file "$svc")" "$(restarts_file "$svc")"
     # fd 9 is the stack lock: the service must not inherit it.
-    (cd "$workdir" && exec setsid "$@" >>"$log" 2>&1 </dev/null 9>&-) &
+    (cd "$workdir" && exec setsid "$BASH" "$SUPERVISOR" "$svc" "$RUN_DIR" "$signal" "$@" \
+        >>"$log" 2>&1 </dev/null 9>&-) &
     local pid=$!
     local started
-    started="$(proc_start_time "$pid")" || die "$svc exited at once; see $log"
+    started="$(live_start_time "$pid")" || die "$svc exited at once; see $log"
     printf '%s %s\n' "$pid" "$started" >"$(pid_file "$svc")"
 }
 
 service_health() {
-    local svc="$1"
-    service_pid "$svc" >/dev/null || return 1
+    local svc="$1" pid
+    pid="$(service_pid "$svc")" || return 1
+    # A supervisor between two runs of its process serves nothing.
+    if is_supervisor "$pid"; then
+        child_pid "$svc" >/dev/null || return 1
+    fi
     if has_function "health_${svc//-/_}"; then
         "health_${svc//-/_}"
     fi
 }
 
-# wait_healthy SERVICE: poll its health until it answers, its process dies, or time runs out.
+# The pids of a running service, for messages.
+describe_pids() {
+    local svc="$1" pid cpid
+    pid="$(service_pid "$svc")" || return 0
+    if ! is_supervisor "$pid"; then
+        printf 'pid %s, not supervised: started before supervision; stack.sh restart %s' "$pid" "$svc"
+    elif cpid="$(child_pid "$svc")"; then
+        printf 'pid %s, supervisor %s, restarts %s' "$cpid" "$pid" "$(restart_count "$svc")"
+    else
+        printf 'supervisor %s, restarts %s, waiting to restart it' "$pid" "$(restart_count "$svc")"
+    fi
+}
+
+# wait_healthy SERVICE [fresh]: poll its health until it answers, its supervisor dies, or
+# time runs out. A service just spawned ("fresh") whose process exits before it is healthy
+# failed to start: restarting it would only repeat that, so it is stopped and the log shown.
 wait_healthy() {
-    local svc="$1" timeout=120
+    local svc="$1" fresh="${2:-}" timeout=120
     has_function "start_timeout_${svc//-/_}" && timeout="$("start_timeout_${svc//-/_}")"
     local deadline=$((SECONDS + timeout))
     while true; do
         if ! service_pid "$svc" >/dev/null; then
+            tail -n 25 "$LOG_DIR/$svc.log" >&2 2>/dev/null || true
+            die "$svc exited while starting; the log above is the end of $LOG_DIR/$svc.log"
+        fi
+        if [ -n "$fresh" ] && [ "$(restart_count "$svc")" != 0 ]; then
+            stop_service "$svc" >/dev/null
             tail -n 25 "$LOG_DIR/$svc.log" >&2 2>/dev/null || true
             die "$svc exited while starting; the log above is the end of $LOG_DIR/$svc.log"
         fi
@@ -186,8 +249,12 @@ start_service() {
     if pid="$(service_pid "$svc")"; then
         wait_healthy "$svc"
         has_function "after_start_${svc//-/_}" && "after_start_${svc//-/_}"
-        say "$svc: running (pid $pid)"
+        say "$svc: running ($(describe_pids "$svc"))"
         return 0
+    fi
+    # A process whose supervisor was killed still holds the service's ports: end it first.
+    if child_pid "$svc" >/dev/null; then
+        stop_service "$svc"
     fi
     rm -f "$(pid_file "$svc")"
     check_disk
@@ -196,35 +263,91 @@ start_service() {
     has_function "install_${svc//-/_}" && "install_${svc//-/_}"
     local began=$SECONDS
     "start_${svc//-/_}"
-    wait_healthy "$svc"
+    wait_healthy "$svc" fresh
     has_function "after_start_${svc//-/_}" && "after_start_${svc//-/_}"
-    say "$svc: started (pid $(service_pid "$svc"), healthy after $((SECONDS - began))s)"
+    say "$svc: started ($(describe_pids "$svc"), healthy after $((SECONDS - began))s)"
 }
 
-stop_service() {
-    local svc="$1" pid signal=TERM
-    known_service "$svc" || die "unknown service '$svc' (services: ${SERVICES[*]})"
-    if ! pid="$(service_pid "$svc")"; then
-        rm -f "$(pid_file "$svc")"
-        say "$svc: not running"
-        return 0
-    fi
-    has_function "stop_signal_${svc//-/_}" && signal="$("stop_signal_${svc//-/_}")"
+# end_process SERVICE PID SIGNAL: send SIGNAL, wait up to VI_STOP_TIMEOUT_SECONDS for the
+# process to end, then KILL its process group (a supervisor leads one with its child) or,
+# when it leads none, the process alone.
+end_process() {
+    local svc="$1" pid="$2" signal="$3" started
+    started="$(live_start_time "$pid")" || return 0
     kill -s "$signal" "$pid" 2>/dev/null || true
     local deadline=$((SECONDS + VI_STOP_TIMEOUT_SECONDS))
-    while service_pid "$svc" >/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+    while is_process "$pid" "$started" && [ "$SECONDS" -lt "$deadline" ]; do
         sleep 0.2
     done
-    if service_pid "$svc" >/dev/null; then
+    if is_process "$pid" "$started"; then
         say "$svc: still running after ${VI_STOP_TIMEOUT_SECONDS}s; sending KILL"
-        # The service leads its own process group (spawn used setsid): end the whole group.
         kill -s KILL -- "-$pid" 2>/dev/null || kill -s KILL "$pid" 2>/dev/null || true
-        while service_pid "$svc" >/dev/null; do
+        while is_process "$pid" "$started"; do
             sleep 0.2
         done
     fi
-    rm -f "$(pid_file "$svc")"
-    say "$svc: stopped"
+}
+
+# session_members SID: the live processes of session SID other than its leader.
+session_members() {
+    local sid="$1" file stat pid
+    local -a fields
+    for file in /proc/[0-9]*/stat; do
+        { read -r stat <"$file"; } 2>/dev/null || continue
+        read -r -a fields <<<"${stat##*) }"
+        [ "${fields[3]}" = "$sid" ] || continue
+        case "${fields[0]}" in Z | X) continue ;; esac
+        pid="${file#/proc/}"
+        pid="${pid%/stat}"
+        [ "$pid" = "$sid" ] || printf '%s\n' "$pid"
+    done
+}
+
+# end_leftovers SERVICE SID: KILL what is left in the session of a service that has ended.
+# spawn gave each service a session of its own (setsid), so anything still in it is
+# something the service started and did not stop (an FFmpeg of a worker, say).
+end_leftovers() {
+    local svc="$1" sid="$2" tries=0
+    local -a left
+    mapfile -t left < <(session_members "$sid")
+    [ "${#left[@]}" -gt 0 ] || return 0
+    say "$svc: killing what it left running: ${left[*]}"
+    kill -s KILL "${left[@]}" 2>/dev/null || true
+    while [ -n "$(session_members "$sid")" ] && [ "$tries" -lt 50 ]; do
+        sleep 0.2
+        tries=$((tries + 1))
+    done
+}
+
+stop_service() {
+    local svc="$1" pid cpid sid="" ended=0
+    known_service "$svc" || die "unknown service '$svc' (services: ${SERVICES[*]})"
+    if pid="$(service_pid "$svc")"; then
+        sid="$pid"
+        if is_supervisor "$pid"; then
+            # TERM tells the supervisor to stop its process with the service's signal and
+            # to restart nothing; it exits once that process has.
+            end_process "$svc" "$pid" TERM
+        else
+            end_process "$svc" "$pid" "$(stop_signal "$svc")" # started before supervision
+        fi
+        ended=1
+    fi
+    # A process whose supervisor was killed runs on unsupervised: stop it directly.
+    if cpid="$(child_pid "$svc")"; then
+        say "$svc: its supervisor is gone; stopping its process $cpid"
+        sid="$(awk '{ sub(/.*\) /, ""); print $4 }' "/proc/$cpid/stat" 2>/dev/null || true)"
+        end_process "$svc" "$cpid" "$(stop_signal "$svc")"
+        ended=1
+    fi
+    # Only a session we saw alive is swept: a stale pid file's may be someone else's now.
+    [ "$ended" = 1 ] && [ -n "$sid" ] && end_leftovers "$svc" "$sid"
+    rm -f "$(pid_file "$svc")" "$(child_file "$svc")" "$(restarts_file "$svc")"
+    if [ "$ended" = 1 ]; then
+        say "$svc: stopped"
+    else
+        say "$svc: not running"
+    fi
 }
 
 # ---------------------------------------------------------------------------- prerequisites
@@ -489,8 +612,10 @@ after_start_registry() {
 
 # ---------------------------------------------------------------------------- extra services
 
-if [ -d "$SCRIPT_DIR/services.d" ]; then
-    for extra in "$SCRIPT_DIR"/services.d/*.sh; do
+# VI_STACK_SERVICES_DIR replaces services.d (the tests define a small service of their own).
+SERVICES_D="${VI_STACK_SERVICES_DIR:-$SCRIPT_DIR/services.d}"
+if [ -d "$SERVICES_D" ]; then
+    for extra in "$SERVICES_D"/*.sh; do
         [ -f "$extra" ] || continue
         # shellcheck source=/dev/null
         source "$extra"
@@ -583,25 +708,44 @@ cmd_down() {
     done
 }
 
+# status_line SERVICE: "NAME STATE DETAILS"; returns 1 unless the service is healthy.
+status_line() {
+    local svc="$1" pid cpid state details="" rc=0
+    if pid="$(service_pid "$svc")"; then
+        details="$(describe_pids "$svc")"
+        if is_supervisor "$pid" && ! child_pid "$svc" >/dev/null; then
+            state="restarting" # between two runs: see the backoff in its log
+            rc=1
+        elif service_health "$svc"; then
+            state="healthy"
+        else
+            state="unhealthy"
+            rc=1
+        fi
+    elif cpid="$(child_pid "$svc")"; then
+        state="unsupervised"
+        details="pid $cpid; its supervisor is gone (stack.sh restart $svc)"
+        rc=1
+    else
+        state="stopped"
+        rc=1
+    fi
+    if [ -n "$details" ]; then
+        printf '%-18s %-12s %s\n' "$svc" "$state" "$details"
+    else
+        printf '%-18s %s\n' "$svc" "$state"
+    fi
+    return "$rc"
+}
+
 cmd_status() {
-    local svc pid state bad=0 selected=("${SERVICES[@]}")
+    local svc bad=0 selected=("${SERVICES[@]}")
     if [ -n "${1:-}" ]; then
         need_service_arg "$1"
         selected=("$1")
     fi
     for svc in "${selected[@]}"; do
-        if pid="$(service_pid "$svc")"; then
-            if service_health "$svc"; then
-                state="healthy"
-            else
-                state="unhealthy"
-                bad=1
-            fi
-            printf '%-18s %-10s pid %s\n' "$svc" "$state" "$pid"
-        else
-            printf '%-18s %-10s\n' "$svc" "stopped"
-            bad=1
-        fi
+        status_line "$svc" || bad=1
     done
     return "$bad"
 }
@@ -637,7 +781,10 @@ cmd_with() {
     preflight_test_tools
     local svc started=() rc=0 i
     for svc in "${INFRA_SERVICES[@]}"; do
-        if ! service_health "$svc"; then
+        if service_pid "$svc" >/dev/null; then
+            # Running already (perhaps restarting): wait for it, but it is not ours to stop.
+            service_health "$svc" || start_service "$svc"
+        else
             start_service "$svc"
             started+=("$svc")
         fi
@@ -660,7 +807,7 @@ need_service_arg() {
 }
 
 usage() {
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 main() {
