@@ -68,6 +68,7 @@ def store_source(ctx: HandlerContext, inbound: Inbound, source: str) -> tuple[st
                 connect_timeout_seconds=settings.fetch_connect_timeout_seconds,
                 max_redirects=settings.fetch_max_redirects,
                 allowed=parse_networks(settings.fetch_allowed_networks),
+                deadline=ctx.deadline,
             )
         return store.uri(key), fetched.sha256, fetched.size_bytes
     raise PermanentError(
@@ -109,6 +110,7 @@ def ingest(inbound: Inbound, ctx: HandlerContext, output_topic: str) -> StageRes
             path,
             max_bytes=ctx.settings.max_media_bytes,
             max_duration_seconds=ctx.settings.max_duration_seconds,
+            deadline=ctx.deadline,
         )
     costs: list[Mapping[str, Any]] = [
         ctx.cost("probe", "local", "media", "compute_seconds",

@@ -52,6 +52,7 @@ def notify(inbound: Inbound, ctx: HandlerContext) -> StageResult:
             job["webhook_url"],
             event,
             WebhookPolicy.from_settings(ctx.settings),
+            deadline=ctx.deadline,
         )
     metrics.count_job_end(ended["status"], job)
     analytics(ctx.settings).capture(

@@ -22,21 +22,18 @@ from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
 from media.chunking import ChunkSpan, plan_chunks
 from media.keyframes import encode_jpeg
 from media.scenes import SceneAnalysis, detect_scenes
-from sinks.blobs import BlobStore
 from sinks.db import Connection
 from sinks.jobs import get_job
 from sinks.scenes import save_scenes
 from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from topics.catalogue import TRANSCRIPTS_READY_TOPIC
-from vidinsight.settings import Settings
 
 
-def cut_audio(
-    settings: Settings, store: BlobStore, job_id: str, media: Path, folder: Path
-) -> list[tuple[ChunkSpan, str, int]]:
+def cut_audio(ctx: HandlerContext, media: Path, folder: Path) -> list[tuple[ChunkSpan, str, int]]:
     """Extract 16 kHz mono audio, cut it at silences, store each chunk: (span, uri, bytes)."""
-    samples = read_wav(extract_audio(media, folder / "audio.wav"))
+    settings, store, job_id = ctx.settings, ctx.blobs, ctx.inbound.job_id
+    samples = read_wav(extract_audio(media, folder / "audio.wav", deadline=ctx.deadline))
     spans = plan_chunks(
         samples,
         SAMPLE_RATE_HZ,
@@ -55,14 +52,16 @@ def cut_audio(
 
 
 def find_scenes(
-    settings: Settings, store: BlobStore, job_id: str, media: Path
+    ctx: HandlerContext, media: Path
 ) -> tuple[SceneAnalysis, list[dict[str, Any]], int]:
     """Scenes with keyframe and thumbnail blobs; the analysis, the rows and the bytes stored."""
+    settings, store, job_id = ctx.settings, ctx.blobs, ctx.inbound.job_id
     analysis = detect_scenes(
         media,
         frame_width=settings.scene_frame_width_pixels,
         cut_threshold=settings.scene_cut_threshold,
         min_scene_seconds=settings.scene_min_seconds,
+        deadline=ctx.deadline,
     )
     rows, stored_bytes = [], 0
     for index, scene in enumerate(analysis.scenes):
@@ -98,16 +97,8 @@ def preprocess(
         tempfile.TemporaryDirectory() as tmp,
         ThreadPoolExecutor(max_workers=2) as pool,
     ):
-        audio_job = (
-            pool.submit(cut_audio, settings, store, inbound.job_id, media, Path(tmp))
-            if value["has_audio"]
-            else None
-        )
-        scene_job = (
-            pool.submit(find_scenes, settings, store, inbound.job_id, media)
-            if value["has_video"]
-            else None
-        )
+        audio_job = pool.submit(cut_audio, ctx, media, Path(tmp)) if value["has_audio"] else None
+        scene_job = pool.submit(find_scenes, ctx, media) if value["has_video"] else None
         if audio_job is not None:
             chunks = audio_job.result()
         if scene_job is not None:

@@ -62,7 +62,9 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
     """Transcribe one chunk; announce the transcript when it is the last to land."""
     chunk = inbound.value
     with ctx.blobs.local_path(str(chunk["audio_uri"])) as audio:
-        transcript = transcriber(ctx.settings).transcribe(audio, chunk.get("language"))
+        transcript = transcriber(ctx.settings).transcribe(
+            audio, chunk.get("language"), deadline=ctx.deadline
+        )
     transcript = transcript.shifted(float(chunk["start_seconds"]))
     word_count = record(ctx, chunk, transcript)
     log.info(

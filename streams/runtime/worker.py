@@ -141,6 +141,8 @@ class StageWorker:
                 state.pending.append(message)
 
     def _dispatch(self) -> None:
+        if self._stopping.is_set():
+            return  # what is pending stays uncommitted for the next owner
         now = time.monotonic()
         for state in self.partitions.values():
             if state.busy or not state.pending or now < state.retry_at:

@@ -304,7 +304,7 @@ def _earlier_cost(customer_id: str) -> CostEvent:
     )
 
 
-def test_a_job_cancelled_meanwhile_stays_cancelled_and_is_not_announced_completed(
+def test_a_job_cancelled_before_its_analysis_stops_there_and_is_announced_cancelled_once(
     analysis_pipeline: AnalysisPipeline,
 ) -> None:
     pipeline = analysis_pipeline
@@ -317,22 +317,24 @@ def test_a_job_cancelled_meanwhile_stays_cancelled_and_is_not_announced_complete
     pipeline.announce(job_id, customer_id)
 
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _synthesised(pipeline.pool, job_id):
+    while time.monotonic() < deadline and _run_status(pipeline.pool, job_id) != "cancelled":
         time.sleep(0.3)
-    assert _synthesised(pipeline.pool, job_id)
+    assert _run_status(pipeline.pool, job_id) == "cancelled"
     with transaction(pipeline.pool) as conn:
         job = get_job(conn, job_id)
+        assert get_analysis(conn, job_id) is None
         assert get_insight(conn, job_id) is None
     assert job is not None and job["status"] == "cancelled"
-    assert pipeline.messages("completed", job_id) == []
+    ended = pipeline.messages("completed", job_id, n=5)
+    assert [(e["status"], e["reason"]) for e in ended] == [("cancelled", "job_cancelled")]
+    assert pipeline.messages("costs", job_id, n=5) == [], "nothing paid after the cancel"
 
 
-def _synthesised(pool: Pool, job_id: str) -> bool:
+def _run_status(pool: Pool, job_id: str) -> str | None:
+    """How the job's analyse run ended, if it has."""
     with transaction(pool) as conn:
-        return any(
-            run["stage"] == "synthesise" and run["status"] == "succeeded"
-            for run in runs_for_job(conn, job_id)
-        )
+        runs = [run for run in runs_for_job(conn, job_id) if run["stage"] == "analyse"]
+    return runs[0]["status"] if runs else None
 
 
 def test_an_llm_that_keeps_answering_invalid_json_is_retried_then_dead_lettered(

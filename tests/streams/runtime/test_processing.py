@@ -3,9 +3,7 @@ one output and one cost event, and a redelivery costs nothing twice."""
 
 from __future__ import annotations
 
-import re
 import time
-import urllib.request
 
 from tests.fixtures.kafka import consume_from
 from tests.fixtures.workers import EchoPipeline, new_job_ids
@@ -63,10 +61,7 @@ def test_worker_logs_json_with_job_context_and_serves_prometheus_metrics(
     failures = [line for line in about_jobs if line["level"] in ("warning", "error")]
     assert failures and all(line.get("reason") for line in failures)
 
-    port_line = next(line["msg"] for line in lines if line["msg"].startswith("metrics on port"))
-    port = int(re.findall(r"\d+", port_line)[0])
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    text = worker.metrics_text()
     assert 'vidinsight_stage_messages_total{outcome="processed",stage="echo"} 3.0' in text
     assert 'vidinsight_stage_dead_letters_total{reason="corrupt_media",stage="echo"} 1.0' in text
     for name in (
