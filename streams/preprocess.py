@@ -86,14 +86,13 @@ def preprocess(
     inbound: Inbound, ctx: HandlerContext, chunks_topic: str, ready_topic: str
 ) -> StageResult:
     """Chunks for transcription and scenes for analysis, from one media blob."""
-    settings, store = ctx.settings, ctx.blobs
     value = inbound.value
     began = time.monotonic()
     chunks: list[tuple[ChunkSpan, str, int]] = []
     scene_rows: list[dict[str, Any]] = []
     frame_bytes = 0
     with (
-        store.local_path(str(value["media_uri"])) as media,
+        ctx.blobs.local_path(str(value["media_uri"])) as media,
         tempfile.TemporaryDirectory() as tmp,
         ThreadPoolExecutor(max_workers=2) as pool,
     ):
