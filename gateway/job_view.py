@@ -20,7 +20,7 @@ PROGRESS_STAGES = tuple(s for s in STAGE_NAMES if s != "notify")
 
 
 class StageView(BaseModel):
-    status: Literal["running", "succeeded", "failed"]
+    status: Literal["running", "succeeded", "failed", "cancelled"]
     attempts: int
     started_at: datetime | None
     finished_at: datetime | None
@@ -66,9 +66,11 @@ def _stages(runs: Sequence[dict[str, Any]]) -> dict[str, StageView]:
 def _summary(runs: list[dict[str, Any]]) -> StageView:
     statuses = {r["status"] for r in runs}
     if "dead_lettered" in statuses:
-        status: Literal["running", "succeeded", "failed"] = "failed"
+        status: Literal["running", "succeeded", "failed", "cancelled"] = "failed"
     elif statuses == {"succeeded"}:
         status = "succeeded"
+    elif "cancelled" in statuses and statuses <= {"cancelled", "succeeded"}:
+        status = "cancelled"  # the job was cancelled; what ran before it finished
     else:
         status = "running"
     started = [r["started_at"] for r in runs if r["started_at"] is not None]

@@ -331,6 +331,7 @@ class BatchProcessor:
     def _call(self, item: Item, fence: Fence) -> StageResult:
         assert item.inbound is not None
         inbound = item.inbound
+        self.failpoints.refuse_flagged(self.stage.name, inbound.customer_id)
         ctx = HandlerContext(
             inbound=inbound,
             stage=self.stage.name,

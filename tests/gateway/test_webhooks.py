@@ -7,12 +7,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import pytest
 
@@ -20,39 +17,13 @@ from media.fetch import parse_networks
 from sinks.db import Pool, transaction
 from sinks.deliveries import job_deliveries
 from sinks.webhooks import SIGNATURE_HEADER, WebhookPolicy, deliver, job_event
-from tests.fixtures.network import StallingHttpServer
+from tests.fixtures.network import Receiver, StallingHttpServer
 
 SECRET = "whsec_test"
 # A stalling receiver is given this long...
 DEADLINE_SECONDS = 3.0
 # ...and must be given up no later than this after it, even on a loaded two-core machine.
 SLACK_SECONDS = 3.0
-
-
-class Receiver:
-    """A customer's endpoint on localhost that fails the first ``failures`` calls."""
-
-    def __init__(self, failures: int) -> None:
-        self.calls: list[tuple[dict[str, str], bytes]] = []
-        calls = self.calls
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                calls.append((dict(self.headers.items()), body))
-                self.send_response(500 if len(calls) <= failures else 204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = int(self._server.server_address[1])
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
 
 
 @pytest.fixture
