@@ -6,6 +6,12 @@ While it scrapes, a meeting video and a file that is no video travel the pipelin
 jobs complete, fail and dead-letter. Then every Grafana panel query and every alert
 expression is evaluated through Prometheus's HTTP API: all must evaluate, and every
 query of the pipeline overview must return series.
+
+Meanwhile an echo stage worker (tests/streams/runtime/echo_stage.py) with a deadline of
+two seconds, scraped too, gets a message that would take ten minutes and then one whose
+handler never returns, so the timeout and hung-handler alerts must fire: the counters
+have to reach Prometheus and the rules have to match them, which evaluating alone
+would not show.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import yaml
 from tests.fixtures.meeting import Meeting
 from tests.fixtures.network import free_port
 from tests.fixtures.platform import Platform
+from tests.fixtures.workers import EchoPipeline, new_job_ids
 from topics.catalogue import STAGE_NAMES
 from vidinsight.settings import REPO_ROOT
 
@@ -37,6 +44,34 @@ ALERTS = REPO_ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARDS = REPO_ROOT / "deploy" / "grafana"
 OVERVIEW = "pipeline-overview.json"
 START_TIMEOUT_SECONDS = 60.0
+# The longest wait for a condition Prometheus reports (a scrape, a rule evaluation), or for
+# the echo worker to exit, on a loaded machine.
+CONDITION_TIMEOUT_SECONDS = 60.0
+
+# The echo worker's deadline is short, so its timeout comes within the test; the grace
+# leaves a loaded machine time to let the waiting handler give up (else it counts as
+# hung). One try per message: the message that times out is dead-lettered at once, and
+# the one that hangs is parked by the worker that hung on it, so its restarted copy does
+# not hang again.
+ECHO_DEADLINES = {
+    "VI_STAGE_DEADLINE_BASE_SECONDS": json.dumps({"default": 300, "echo": 2}),
+    "VI_STAGE_DEADLINE_GRACE_SECONDS": "3",
+    "VI_UNKNOWN_ERROR_MAX_ATTEMPTS": "1",
+}
+ECHO_TIMEOUTS = 'vidinsight_stage_timeouts_total{stage="echo"}'
+# The restart half of VidinsightHandlerHung, for the echo stage: the half that holds even
+# when the worker exits before a scrape reads its hung-handler count.
+ECHO_RESTARTS = """sum by (stage) (
+  changes(process_start_time_seconds[15m])
+  * on (instance) group_left (stage)
+  group by (instance, stage) (vidinsight_stage_in_flight_messages{stage="echo"})
+)"""
+# What the assertions on the platform's jobs need Prometheus to have scraped.
+JOB_ENDS_SCRAPED = (
+    'sum(vidinsight_jobs_ended_total{status="completed"}) >= 1'
+    ' and sum(vidinsight_jobs_ended_total{status="failed"}) >= 1'
+    " and sum(vidinsight_stage_dead_letters_total) >= 1"
+)
 
 # Where `make up` puts each process (deploy/local/services.d/platform.sh and gateway.sh).
 MAKE_UP_PORTS = {
@@ -77,13 +112,35 @@ def test_every_alert_has_a_summary_description_and_runbook_section() -> None:
         assert runbook.split("#", 1)[1] in anchors, f"{rule['alert']}: no section {runbook}"
 
 
+def test_the_restart_half_of_the_hung_handler_alert_is_the_rules() -> None:
+    """The test asks Prometheus for the rule's restart half; it must be the rule's own."""
+    (rule,) = [rule for rule in _alert_rules() if rule["alert"] == "VidinsightHandlerHung"]
+    half = ECHO_RESTARTS.replace('{stage="echo"}', "")
+    assert " ".join(half.split()) in " ".join(str(rule["expr"]).split())
+
+
 def test_dashboards_and_alerts_evaluate_against_the_running_platform(
-    platform: Platform, meeting: Meeting, tmp_path: Path
+    platform: Platform, meeting: Meeting, echo_pipeline: EchoPipeline, tmp_path: Path
 ) -> None:
-    with RunningPrometheus(platform, tmp_path) as api:
-        _wait_for_targets_up(api, expected=len(platform.processes))
+    echo_env = {**ECHO_DEADLINES, "VI_METRICS_PORT": str(free_port())}
+    echo_pipeline.start_worker("echo", **echo_env)
+    echo_target = f"127.0.0.1:{echo_env['VI_METRICS_PORT']}"
+    with RunningPrometheus(platform, tmp_path, {"vidinsight-echo": echo_target}) as api:
+        _wait_for_targets_up(api, expected=len(platform.processes) + 1)
+        # increase() sees a counter move only from a sample Prometheus already holds.
+        _wait_for(api, f"{ECHO_TIMEOUTS} == 0", "the echo worker's timeouts at zero")
+        slow, hung = new_job_ids(2)
+        echo_pipeline.submit(slow, wait_seconds="600")
         _run_jobs_while_scraped(platform, meeting, tmp_path)
-        time.sleep(3)  # a few more scrapes and rule evaluations after the jobs ended
+
+        _wait_for(api, f"{ECHO_TIMEOUTS} >= 1", "the echo worker's timeout")
+        _wait_for_alert(api, "VidinsightStageTimeouts", stage="echo")
+        assert echo_pipeline.wait_finished([slow]) == {slow: "dead_lettered"}
+        assert echo_pipeline.runs([slow])[slow]["reason"] == "stage_timeout"
+        _hang_a_handler_and_restart(echo_pipeline, hung, echo_env)
+        _wait_for_alert(api, "VidinsightHandlerHung", stage="echo")
+        _wait_for(api, f"{ECHO_RESTARTS} >= 1", "the echo worker's restart")
+        _wait_for(api, JOB_ENDS_SCRAPED, "the platform's ended jobs and dead letters")
 
         failures = {expr: error for expr in _all_exprs() if (error := _query(api, expr)[1])}
         assert not failures, json.dumps(failures, indent=2)
@@ -98,8 +155,9 @@ def test_dashboards_and_alerts_evaluate_against_the_running_platform(
 # -- Prometheus ---------------------------------------------------------------------------
 
 
-def _prometheus_config(platform: Platform) -> dict[str, Any]:
-    """The committed configuration, scraping the fixture's processes every second."""
+def _prometheus_config(platform: Platform, extra_targets: dict[str, str]) -> dict[str, Any]:
+    """The committed configuration, scraping the fixture's processes every second, and
+    ``extra_targets`` (job name: address) as jobs of their own."""
     config = yaml.safe_load(CONFIG.read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
     config["rule_files"] = [str(ALERTS)]
@@ -110,6 +168,10 @@ def _prometheus_config(platform: Platform) -> dict[str, Any]:
             group["targets"] = [urlsplit(platform.processes[n].metrics_url).netloc for n in names]
             covered += names
     assert sorted(covered) == sorted(platform.processes), "make up's scrape targets vs processes"
+    for job_name, address in extra_targets.items():
+        config["scrape_configs"].append(
+            {"job_name": job_name, "static_configs": [{"targets": [address]}]}
+        )
     return config
 
 
@@ -126,9 +188,9 @@ class _Api:
 class RunningPrometheus:
     """Runs /usr/bin/prometheus on a free port with its data in ``tmp_path``; stops it by pid."""
 
-    def __init__(self, platform: Platform, tmp_path: Path) -> None:
+    def __init__(self, platform: Platform, tmp_path: Path, extra_targets: dict[str, str]) -> None:
         self.config_path = tmp_path / "prometheus.yml"
-        self.config_path.write_text(yaml.safe_dump(_prometheus_config(platform)))
+        self.config_path.write_text(yaml.safe_dump(_prometheus_config(platform, extra_targets)))
         self.port = free_port()
         self.log_path = tmp_path / "prometheus.log"
         self.data = tmp_path / "prometheus-data"
@@ -201,6 +263,34 @@ def _value(api: _Api, expr: str) -> float:
     return float(result[0]["value"][1])
 
 
+def _wait_for(api: _Api, expr: str, what: str) -> None:
+    """Until the instant query ``expr`` (a condition) returns a series, with a bound."""
+    deadline = time.monotonic() + CONDITION_TIMEOUT_SECONDS
+    while True:
+        result, error = _query(api, expr)
+        assert not error, f"{expr}: {error}"
+        if result:
+            return
+        assert time.monotonic() < deadline, f"no {what} in Prometheus: {expr}"
+        time.sleep(0.5)
+
+
+def _wait_for_alert(api: _Api, name: str, stage: str) -> None:
+    """Until Prometheus reports alert ``name`` firing for ``stage``, with a bound."""
+    deadline = time.monotonic() + CONDITION_TIMEOUT_SECONDS
+    while True:
+        alerts = api.get("/api/v1/alerts").json()["data"]["alerts"]
+        states = [
+            alert["state"]
+            for alert in alerts
+            if alert["labels"].get("alertname") == name and alert["labels"].get("stage") == stage
+        ]
+        if "firing" in states:
+            return
+        assert time.monotonic() < deadline, f"{name} not firing for {stage}: {states or 'absent'}"
+        time.sleep(0.5)
+
+
 def _assert_rules_healthy(api: _Api) -> None:
     """Prometheus evaluated every alert rule, and none of them failed."""
     groups = api.get("/api/v1/rules", type="alert").json()["data"]["groups"]
@@ -221,6 +311,15 @@ def _run_jobs_while_scraped(platform: Platform, meeting: Meeting, tmp_path: Path
     failed = platform.submit(not_a_video)
     assert platform.wait(completed)["status"] == "completed"
     assert platform.wait(failed)["status"] == "failed"
+
+
+def _hang_a_handler_and_restart(echo: EchoPipeline, job_id: str, env: dict[str, str]) -> None:
+    """A handler that never returns: its worker exits 70, and is started again on the same
+    metrics port as its supervisor would (same port, same Prometheus target)."""
+    (worker,) = echo.workers
+    echo.submit(job_id, hang="forever")
+    assert worker.process.wait(CONDITION_TIMEOUT_SECONDS) == 70, worker.log_path.read_text()
+    echo.start_worker("echo", **env)
 
 
 # -- what the dashboards and rules ask ----------------------------------------------------
