@@ -61,6 +61,75 @@ class Begun:
     previous_reason: str | None
 
 
+CANCELLED = "cancelled"
+
+
+def begin(
+    conn: psycopg.Connection[DictRow], stage: str, start: RunStart, honours_cancel: bool
+) -> FinishedRun | Begun | str:
+    """Where a run stands as its message arrives, in one statement (a round trip matters
+    for light messages): the run if it already finished (its outputs are re-emitted
+    instead of redoing it); ``CANCELLED`` if the customer cancelled the job (and
+    ``honours_cancel``); else the run with one more attempt counted, as its handler starts.
+
+    The attempt is committed before the handler runs, so a message that kills its worker
+    every time is seen to have been tried, and is dead-lettered in the end instead of
+    crash-looping forever; one message at a time, so a batch's later messages are not
+    charged for an attempt they never ran. The commit does not wait for the disk: the
+    count guards against worker crashes, and one lost with a database crash costs one try.
+    """
+    row = conn.execute(
+        """
+        WITH settings AS (SELECT set_config('synchronous_commit', 'off', true)),
+        prior AS (
+            SELECT status, attempts, outputs, reason FROM stage_runs
+            WHERE stage = %(stage)s AND customer_id = %(customer)s AND run_key = %(key)s
+        ),
+        cancel AS (
+            SELECT 1 FROM jobs WHERE %(honours)s AND job_id = %(job)s
+               AND customer_id = %(customer)s AND status = 'cancelled'
+        ),
+        counted AS (
+            INSERT INTO stage_runs AS r (stage, run_key, job_id, customer_id, status, attempts,
+                                         source_topic, source_partition, source_offset,
+                                         started_at)
+            SELECT %(stage)s, %(key)s, %(job)s, %(customer)s, 'running', 1, %(topic)s,
+                   %(partition)s, %(offset)s, now()
+            FROM settings
+            WHERE NOT EXISTS (SELECT 1 FROM prior WHERE status = ANY(%(finished)s))
+              AND NOT EXISTS (SELECT 1 FROM cancel)
+            ON CONFLICT (stage, customer_id, run_key) DO UPDATE
+               SET attempts = r.attempts + 1, status = 'running', started_at = now(),
+                   source_topic = EXCLUDED.source_topic,
+                   source_partition = EXCLUDED.source_partition,
+                   source_offset = EXCLUDED.source_offset, updated_at = now()
+            RETURNING attempts
+        )
+        SELECT p.status, p.attempts AS prior_attempts, p.outputs, p.reason,
+               EXISTS (SELECT 1 FROM cancel) AS cancelled,
+               (SELECT attempts FROM counted) AS attempts
+        FROM (SELECT 1) AS one LEFT JOIN prior AS p ON true
+        """,
+        {
+            "stage": stage,
+            "key": start.run_key,
+            "job": start.job_id,
+            "customer": start.customer_id or NO_CUSTOMER,
+            "topic": start.topic,
+            "partition": start.partition,
+            "offset": start.offset,
+            "honours": honours_cancel,
+            "finished": list(FINISHED),
+        },
+    ).fetchone()
+    assert row is not None
+    if row["status"] in FINISHED:
+        return FinishedRun(start.run_key, row["status"], row["prior_attempts"], row["outputs"])
+    if row["cancelled"]:
+        return CANCELLED
+    return Begun(attempts=int(row["attempts"]), previous_reason=row["reason"])
+
+
 def finished_run(
     conn: psycopg.Connection[DictRow], stage: str, customer_id: str | None, run_key: str
 ) -> FinishedRun | None:
@@ -74,40 +143,10 @@ def finished_run(
 
 
 def begin_attempt(conn: psycopg.Connection[DictRow], stage: str, start: RunStart) -> Begun:
-    """Count one more attempt of this run, as its handler starts; the new count.
-
-    Committed before the handler runs, so a message that kills its worker every time
-    is seen to have been tried, and is dead-lettered in the end instead of
-    crash-looping forever. One message at a time: a batch's later messages are not
-    charged for an attempt they never ran.
-    """
-    row = conn.execute(
-        """
-        INSERT INTO stage_runs AS r (stage, run_key, job_id, customer_id, status, attempts,
-                                     source_topic, source_partition, source_offset, started_at)
-        VALUES (%s, %s, %s, %s, 'running', 1, %s, %s, %s, now())
-        ON CONFLICT (stage, customer_id, run_key) DO UPDATE
-           SET attempts = r.attempts + 1, status = 'running', started_at = now(),
-               source_topic = EXCLUDED.source_topic, source_partition = EXCLUDED.source_partition,
-               source_offset = EXCLUDED.source_offset, updated_at = now()
-        RETURNING attempts, (SELECT reason FROM stage_runs
-                             WHERE stage = %s AND customer_id = %s AND run_key = %s) AS previous
-        """,
-        (
-            stage,
-            start.run_key,
-            start.job_id,
-            start.customer_id or NO_CUSTOMER,
-            start.topic,
-            start.partition,
-            start.offset,
-            stage,
-            start.customer_id or NO_CUSTOMER,
-            start.run_key,
-        ),
-    ).fetchone()
-    assert row is not None
-    return Begun(attempts=int(row["attempts"]), previous_reason=row["previous"])
+    """Count one more attempt of this run (see ``begin``), whatever its state."""
+    begun = begin(conn, stage, start, honours_cancel=False)
+    assert isinstance(begun, Begun), "a finished run is not begun again"
+    return begun
 
 
 def release_attempt(

@@ -67,7 +67,9 @@ class Settings(BaseSettings):
     # the broker's); a bigger output fails its message with message_too_large instead.
     max_message_bytes: int = 1_000_000
     batch_max_messages: int = 500
-    batch_max_wait_ms: int = 5
+    # How long a finished message's effects may wait for those of the messages behind it,
+    # so that light messages are stored in one transaction and produced together.
+    batch_max_wait_ms: int = 20
     unknown_error_max_attempts: int = 3
     # A run delivered this many times without finishing (its worker died each time)
     # is dead-lettered instead of crash-looping.

@@ -5,8 +5,13 @@ finished (re-emit its stored outputs); stop a cancelled job's message before any
 count the attempt as the handler starts; run the handler under its deadline; one
 transaction for the stage's upserts, the stage-run record and the audit entry; produce
 the outputs and cost events and wait for delivery; report the offset as done so the
-worker can commit it. A message's effects never wait for the rest of its batch, and a
-later message is never charged for an attempt it did not run.
+worker can commit it. A later message is never charged for an attempt it did not run.
+
+Light messages share the last two steps: the finished messages of a group are stored in
+one transaction and their outputs produced together once the group is
+``VI_BATCH_MAX_WAIT_MS`` old (or the messages run out), and a group is also flushed while
+the next handler is still running, so a message's effects never wait for a slow one
+behind it longer than that.
 
 Whatever the runtime cannot decode, store, encode or produce for one message is
 dead-lettered with a reason and the partition moves on. Transient faults are retried
@@ -87,6 +92,10 @@ class Item:
     messages: list[Encoded] = field(default_factory=list)
     costs: list[Encoded] = field(default_factory=list)
     duration_ms: float = 0.0
+    taken_at: float = field(default_factory=time.monotonic)
+
+    def age_seconds(self) -> float:
+        return time.monotonic() - self.taken_at
 
     @property
     def job_id(self) -> str:
@@ -109,6 +118,20 @@ class Item:
     @property
     def outputs(self) -> list[Encoded]:
         return self.messages + self.costs
+
+
+@dataclass
+class Group:
+    """Finished messages whose effects are stored and produced together."""
+
+    done: Callable[[int], None]
+    items: list[Item] = field(default_factory=list)
+
+    def add(self, item: Item) -> None:
+        self.items.append(item)
+
+    def age_ms(self) -> float:
+        return self.items[0].age_seconds() * 1000 if self.items else 0.0
 
 
 def storable(text: str) -> str:
@@ -169,30 +192,49 @@ class BatchProcessor:
 
     def run(self, messages: Sequence[Message], fence: Fence, done: Callable[[int], None]) -> int:
         """Process ``messages`` (one partition, in order), calling ``done(next_offset)`` as
-        each one's effects are delivered; return the offset to commit after the last."""
-        for message in messages:
-            fence.check()
-            item = self._process(message, fence)
-            done(item.origin.offset + 1)
-            if self.unhealthy:
-                raise Unhealthy("a handler did not give up after its deadline")
+        the effects of each group are delivered; return the offset to commit after the last."""
+        group = Group(done)
+        try:
+            for message in messages:
+                fence.check()
+                group.add(self._prepare(message, fence, lambda: self._flush_if_due(group, fence)))
+                self._flush_if_due(group, fence)
+                if self.unhealthy:
+                    raise Unhealthy("a handler did not give up after its deadline")
+        except Unhealthy:
+            self._flush(group, fence)  # what finished is kept; the hung message is not
+            raise
+        self._flush(group, fence)
         return origin_of(messages[-1]).offset + 1
 
-    def _process(self, message: Message, fence: Fence) -> Item:
-        started = time.monotonic()
+    def _prepare(self, message: Message, fence: Fence, idle: Callable[[], None]) -> Item:
+        """Decode, short-circuit or run the handler: the item ready to store and produce."""
         item = self._decode(message, fence)
         with message_context(**job_fields(item, self.stage.name)):
-            self._settle(item, fence)
+            self._settle(item, fence, idle)
             self.failpoints.hit(Failpoint.AFTER_HANDLER)
             fence.check()
-            self._store(item, fence)
-            self.failpoints.hit(Failpoint.AFTER_UPSERT)
-            fence.check()
-            self._deliver(item, fence)
-            self.failpoints.hit(Failpoint.AFTER_PRODUCE)
-            metrics.BATCH_SECONDS.labels(self.stage.name).observe(time.monotonic() - started)
-            self._count(item)
         return item
+
+    def _flush_if_due(self, group: Group, fence: Fence) -> None:
+        if group.items and group.age_ms() >= self.settings.batch_max_wait_ms:
+            self._flush(group, fence)
+
+    def _flush(self, group: Group, fence: Fence) -> None:
+        """Store the group's items, produce their outputs, then report them done."""
+        if not group.items:
+            return
+        self._store(group.items, fence)
+        self.failpoints.hit(Failpoint.AFTER_UPSERT)
+        fence.check()
+        self._deliver(group.items, fence)
+        self.failpoints.hit(Failpoint.AFTER_PRODUCE)
+        for item in group.items:
+            metrics.BATCH_SECONDS.labels(self.stage.name).observe(item.age_seconds())
+            with message_context(**job_fields(item, self.stage.name)):
+                self._count(item)
+        group.done(group.items[-1].origin.offset + 1)
+        group.items = []
 
     def _decode(self, message: Message, fence: Fence) -> Item:
         origin = origin_of(message)
@@ -236,7 +278,7 @@ class BatchProcessor:
             )
         return item
 
-    def _settle(self, item: Item, fence: Fence) -> None:
+    def _settle(self, item: Item, fence: Fence, idle: Callable[[], None]) -> None:
         """Decide the item's outcome: stored outputs, cancelled, dead letter or a result."""
         try:
             begun = self._retrying(fence, "begin", lambda: self._begin(item))
@@ -250,27 +292,26 @@ class BatchProcessor:
             item.replayed = True
         elif item.failure is not None:
             item.messages = self._dead_letter(item, fence)
-        elif begun == "cancelled":
+        elif begun == stage_runs.CANCELLED:
             item.cancelled = True
         elif isinstance(begun, stage_runs.Begun):
-            self._run_handler(item, begun, fence)
+            self._run_handler(item, begun, fence, idle)
 
     def _begin(self, item: Item) -> stage_runs.FinishedRun | stage_runs.Begun | str | None:
         """The finished run; "cancelled"; or the attempt counted as the handler is about to run."""
         customer, key = item.customer_id, storable(item.run_key)
         with transaction(self.pool) as conn:
-            finished = stage_runs.finished_run(conn, self.stage.name, customer, key)
-            if finished is not None or item.failure is not None or item.inbound is None:
-                return finished
-            if self.stage.honours_cancel and jobs.is_cancelled(conn, item.job_id, customer):
-                return "cancelled"
+            if item.failure is not None or item.inbound is None:  # nothing to run
+                return stage_runs.finished_run(conn, self.stage.name, customer, key)
             start = stage_runs.RunStart(
                 key, item.job_id, customer, item.origin.topic, item.origin.partition,
                 item.origin.offset,
             )  # fmt: skip
-            return stage_runs.begin_attempt(conn, self.stage.name, start)
+            return stage_runs.begin(conn, self.stage.name, start, self.stage.honours_cancel)
 
-    def _run_handler(self, item: Item, begun: stage_runs.Begun, fence: Fence) -> None:
+    def _run_handler(
+        self, item: Item, begun: stage_runs.Begun, fence: Fence, idle: Callable[[], None]
+    ) -> None:
         """The handler under its deadline: transient faults retried forever, unknown ones
         and timeouts a few times, permanent ones dead-lettered at once."""
         assert item.inbound is not None
@@ -291,7 +332,7 @@ class BatchProcessor:
             fence.check()
             started = time.monotonic()
             try:
-                result = self._call(item, fence)
+                result = self._call(item, fence, idle)
             except Abandoned:
                 self._release(item)
                 raise
@@ -328,7 +369,7 @@ class BatchProcessor:
             self._encode_result(item, paid, fence)
             return
 
-    def _call(self, item: Item, fence: Fence) -> StageResult:
+    def _call(self, item: Item, fence: Fence, idle: Callable[[], None]) -> StageResult:
         assert item.inbound is not None
         inbound = item.inbound
         self.failpoints.refuse_flagged(self.stage.name, inbound.customer_id)
@@ -347,6 +388,7 @@ class BatchProcessor:
             fence,
             self.settings.stage_deadline_grace_seconds,
             job_fields(item, self.stage.name),
+            idle,
         )
 
     def _encode_result(
@@ -441,13 +483,32 @@ class BatchProcessor:
 
     # -- storing -------------------------------------------------------------------
 
-    def _store(self, item: Item, fence: Fence) -> None:
-        """One transaction for the item; if PostgreSQL refuses it, the item is dead-lettered."""
-        if item.replayed:
+    def _store(self, items: list[Item], fence: Fence) -> None:
+        """One transaction for the group; should PostgreSQL refuse it, each item alone."""
+        fresh = [item for item in items if not item.replayed]
+        if not fresh:
             return
-        announcement = self._cancel_announcement(item, fence) if item.cancelled else None
+        announcements = {
+            id(item): self._cancel_announcement(item, fence) for item in fresh if item.cancelled
+        }
+        if len(fresh) > 1:
+            try:
+                self._retrying(fence, "store", lambda: self._store_together(fresh, announcements))
+                return
+            except Abandoned:
+                raise
+            except Exception as exc:
+                log.warning("group store refused (%s); storing its messages one by one", exc)
+        for item in fresh:
+            with message_context(**job_fields(item, self.stage.name)):
+                self._store_alone(item, announcements.get(id(item)), fence)
+
+    def _store_alone(self, item: Item, announcement: Encoded | None, fence: Fence) -> None:
+        """One transaction for the item; if PostgreSQL refuses it, the item is dead-lettered."""
         try:
-            self._retrying(fence, "store", lambda: self._store_once(item, announcement))
+            self._retrying(
+                fence, "store", lambda: self._store_together([item], {id(item): announcement})
+            )
             return
         except Abandoned:
             raise
@@ -455,87 +516,89 @@ class BatchProcessor:
             log.error("store refused: %s", exc, extra={"reason": Reason.UNSTORABLE_MESSAGE})
             failure = _failure(exc, item.attempt, Reason.UNSTORABLE_MESSAGE)
             self._replace_with_dead_letter(item, failure, fence)
+        self._record_dead_letter(item, fence)
+
+    def _record_dead_letter(self, item: Item, fence: Fence) -> None:
+        """Store a dead letter that replaced an item's result; the letter goes out anyway."""
         try:
-            self._retrying(fence, "store", lambda: self._store_once(item, None))
+            self._retrying(fence, "store", lambda: self._store_together([item], {}))
         except Abandoned:
             raise
-        except Exception as exc:  # the dead letter still goes out; the partition moves on
+        except Exception as exc:  # the partition moves on
             log.error(
                 "the dead letter's record was refused too: %s",
                 exc,
                 extra={"reason": Reason.UNSTORABLE_MESSAGE},
             )
 
-    def _store_once(self, item: Item, announcement: Encoded | None) -> None:
+    def _store_together(
+        self, items: list[Item], announcements: Mapping[int, Encoded | None]
+    ) -> None:
         with transaction(self.pool) as conn:
-            if item.cancelled:
-                claimed = jobs.claim_cancel_announcement(conn, item.job_id, item.customer_id)
-                item.messages = [announcement] if claimed and announcement else []
-            elif item.result is not None and item.inbound is not None:
-                self.stage.store(conn, item.inbound, item.result)
-            if item.failure is not None and self.on_dead_letter is not None:
-                self.on_dead_letter(conn, item)
-            self._record(conn, item)
+            for item in items:
+                if item.cancelled:
+                    claimed = jobs.claim_cancel_announcement(conn, item.job_id, item.customer_id)
+                    announcement = announcements.get(id(item))
+                    item.messages = [announcement] if claimed and announcement else []
+                elif item.result is not None and item.inbound is not None:
+                    self.stage.store(conn, item.inbound, item.result)
+                if item.failure is not None and self.on_dead_letter is not None:
+                    self.on_dead_letter(conn, item)
+            stage_runs.finish_runs(conn, self.stage.name, [self._outcome(i) for i in items])
+            audit.append(conn, [self._audit_entry(i) for i in items])
 
-    def _record(self, conn: Connection, item: Item) -> None:
-        """The stage-run record (with the outputs a redelivery re-emits) and the audit entry."""
-        attempt = item.failure.attempts if item.failure else item.attempt
-        reason = item.failure.reason if item.failure else None
-        if item.cancelled:
-            reason = Reason.JOB_CANCELLED
-        outcome = stage_runs.RunOutcome(
+    def _outcome(self, item: Item) -> stage_runs.RunOutcome:
+        """The stage-run record, with the outputs a redelivery re-emits."""
+        return stage_runs.RunOutcome(
             run_key=storable(item.run_key),
             job_id=storable(item.job_id),
             customer_id=item.customer_id,
             status=item.status,
-            attempts=attempt,
+            attempts=item.failure.attempts if item.failure else item.attempt,
             outputs=[o.to_json() for o in item.outputs],
-            reason=reason,
+            reason=_reason(item),
             error_message=item.failure.exception_message if item.failure else None,
         )
-        stage_runs.finish_runs(conn, self.stage.name, [outcome])
-        entry = audit.AuditEntry(
+
+    def _audit_entry(self, item: Item) -> audit.AuditEntry:
+        return audit.AuditEntry(
             job_id=storable(item.job_id),
             customer_id=item.customer_id,
             stage=self.stage.name,
             event=f"stage_{item.status}",
             status=item.status,
-            reason=reason,
-            attempt=attempt,
+            reason=_reason(item),
+            attempt=item.failure.attempts if item.failure else item.attempt,
             detail={"duration_ms": round(item.duration_ms, 3), "run_key": storable(item.run_key)},
         )
-        audit.append(conn, [entry])
 
     # -- delivering ----------------------------------------------------------------
 
-    def _deliver(self, item: Item, fence: Fence) -> None:
-        """Produce the item's messages; what the broker refuses for good is dead-lettered."""
-        refused = self._produce(item.outputs, fence)
-        if not refused:
-            return
+    def _deliver(self, items: list[Item], fence: Fence) -> None:
+        """Produce the group's messages; what the broker refuses for good is dead-lettered."""
+        refused = self._produce([out for item in items for out in item.outputs], fence)
+        for item in items:
+            mine = [r for r in refused if any(r.message is out for out in item.outputs)]
+            if mine:
+                with message_context(**job_fields(item, self.stage.name)):
+                    self._undeliverable(item, mine[0].error, fence)
+
+    def _undeliverable(self, item: Item, error: str, fence: Fence) -> None:
+        """The broker refused one of the item's records for good: park the message instead."""
         log.error(
             "the broker refused an output: %s",
-            refused[0].error,
+            error,
             extra={"reason": Reason.UNDELIVERABLE_MESSAGE},
         )
         if item.failure is not None and not item.replayed:
             return  # the dead letter itself was refused: logged, and the partition moves on
-        failure = Failure(
-            Reason.UNDELIVERABLE_MESSAGE, "KafkaError", refused[0].error, item.attempt
-        )
         item.replayed = False
+        failure = Failure(Reason.UNDELIVERABLE_MESSAGE, "KafkaError", error, item.attempt)
         self._replace_with_dead_letter(item, failure, fence)
         item.costs = []  # delivered (or refused) already
-        try:
-            self._retrying(fence, "store", lambda: self._store_once(item, None))
-        except Abandoned:
-            raise
-        except Exception as exc:
-            log.error("could not record the undeliverable message: %s", exc)
+        self._record_dead_letter(item, fence)
         if self._produce(item.messages, fence):
-            log.error(
-                "the dead letter was refused too", extra={"reason": Reason.UNDELIVERABLE_MESSAGE}
-            )
+            log.error("the dead letter was refused too", extra={"reason": failure.reason})
 
     def _produce(self, messages: list[Encoded], fence: Fence) -> list[Undeliverable]:
         return deliver(
@@ -699,6 +762,12 @@ def _failure(exc: BaseException, attempts: int, reason: Reason | None = None) ->
         exception_message=str(exc),
         attempts=attempts,
     )
+
+
+def _reason(item: Item) -> str | None:
+    if item.failure is not None:
+        return item.failure.reason
+    return Reason.JOB_CANCELLED.value if item.cancelled else None
 
 
 def _with_attempt(inbound: Inbound, attempt: int) -> Inbound:

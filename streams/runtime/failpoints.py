@@ -20,22 +20,26 @@ from vidinsight.errors import PermanentError, Reason
 
 
 class Failpoint(StrEnum):
+    """The crash points, in the order the contract passes them."""
+
     AFTER_HANDLER = "after_handler"
     AFTER_UPSERT = "after_upsert"
     AFTER_PRODUCE = "after_produce"
     BEFORE_COMMIT = "before_commit"
-    REFUSE_FLAGGED = "refuse_flagged"
+
+
+REFUSE_FLAGGED = "refuse_flagged"
 
 
 class Failpoints:
     """The failpoints armed in this process (``name`` or ``name:argument``, comma-separated)."""
 
     def __init__(self, spec: str) -> None:
-        self._armed: dict[Failpoint, str] = {}
+        self._armed: dict[str, str] = {}
         for entry in spec.split(","):
             name, _, argument = entry.strip().partition(":")
             if name:
-                self._armed[Failpoint(name)] = argument
+                self._armed[name if name == REFUSE_FLAGGED else Failpoint(name)] = argument
 
     def hit(self, point: Failpoint) -> None:
         """Kill this process at once if ``point`` is armed."""
@@ -44,7 +48,7 @@ class Failpoints:
 
     def refuse_flagged(self, stage: str, customer_id: str | None) -> None:
         """Refuse the message while its customer is flagged for this stage."""
-        folder = self._armed.get(Failpoint.REFUSE_FLAGGED)
+        folder = self._armed.get(REFUSE_FLAGGED)
         if folder and customer_id and (Path(folder) / f"{stage}-{customer_id}").exists():
             raise PermanentError(
                 Reason.INVALID_REQUEST, f"failpoint: {stage} refuses {customer_id}'s messages"

@@ -23,6 +23,8 @@ from telemetry.logs import message_context
 from vidinsight.errors import StageTimeout, attach_costs, costs_of
 
 WATCH_STEP_SECONDS = 0.2
+# How long a handler may run before the watching thread first looks up from it.
+FIRST_WAIT_SECONDS = 0.01
 
 
 class Hung(Exception):
@@ -35,8 +37,12 @@ def call_with_deadline(
     fence: Fence,
     grace_seconds: float,
     log_fields: dict[str, Any],
+    idle: Callable[[], None],
 ) -> StageResult:
-    """``handler(ctx)``'s result; StageTimeout past the deadline, Hung, or Abandoned."""
+    """``handler(ctx)``'s result; StageTimeout past the deadline, Hung, or Abandoned.
+
+    ``idle`` is called now and then while the handler runs (the partition's thread has
+    nothing else to do: it delivers what finished before)."""
     done = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -50,7 +56,7 @@ def call_with_deadline(
                 done.set()
 
     threading.Thread(target=run, name=f"{ctx.stage}-handler", daemon=True).start()
-    if not _wait_until(done, ctx.deadline, fence):
+    if not _wait_until(done, ctx.deadline, fence, idle):
         ctx.stop()
         if fence.raised:
             raise Abandoned()
@@ -65,9 +71,14 @@ def call_with_deadline(
     return result
 
 
-def _wait_until(done: threading.Event, deadline: float, fence: Fence) -> bool:
+def _wait_until(
+    done: threading.Event, deadline: float, fence: Fence, idle: Callable[[], None]
+) -> bool:
     """True once ``done``; False at the deadline or when the fence goes up."""
+    if done.wait(FIRST_WAIT_SECONDS):  # a light handler: no idle work in between
+        return True
     while not fence.raised:
+        idle()
         left = deadline - time.monotonic()
         if left <= 0:
             return done.is_set()

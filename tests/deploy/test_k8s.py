@@ -118,9 +118,14 @@ class _ConfigMapSettings(Settings):
 
 
 def cluster_settings(manifests: list[Manifest]) -> Settings:
-    """The Settings a container of this build starts with."""
+    """The Settings a container of this build starts with (complex values are JSON in the
+    environment, as pydantic-settings reads them there)."""
     data = settings_data(manifests)
-    fields: dict[str, Any] = {k[3:].lower(): v for k, v in data.items() if k.startswith("VI_")}
+    fields: dict[str, Any] = {
+        k[3:].lower(): json.loads(v) if v.startswith(("{", "[")) else v
+        for k, v in data.items()
+        if k.startswith("VI_")
+    }
     return _ConfigMapSettings(**fields)
 
 
