@@ -8,28 +8,18 @@ body carries the job id and status for the receiver to deduplicate (as Stripe's 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from typing import Any
 
 from sinks.jobs import get_job
 from sinks.webhooks import WebhookPolicy, deliver, job_event
 from streams.runtime import metrics
-from streams.runtime.context import HandlerContext
+from streams.runtime.context import HandlerContext, ProcessResource
 from streams.runtime.stage import Inbound, Stage, StageResult, on_topics
 from telemetry.analytics import JOB_COMPLETED, JOB_FAILED, Analytics
-from vidinsight.settings import Settings
 
-_analytics_lock = threading.Lock()
-_analytics: list[Analytics] = []
-
-
-def analytics(settings: Settings) -> Analytics:
-    """The process's analytics client (it batches events in a thread of its own)."""
-    with _analytics_lock:
-        if not _analytics:
-            _analytics.append(Analytics(settings))
-        return _analytics[0]
+# The process's analytics client (it batches events in a thread of its own).
+ANALYTICS: ProcessResource[Analytics] = ProcessResource(Analytics)
 
 
 def announcement_key(value: Mapping[str, Any]) -> str:
@@ -55,7 +45,7 @@ def notify(inbound: Inbound, ctx: HandlerContext) -> StageResult:
             deadline=ctx.deadline,
         )
     metrics.count_job_end(ended["status"], job)
-    analytics(ctx.settings).capture(
+    ANALYTICS.get(ctx.settings).capture(
         JOB_COMPLETED if ended["status"] == "completed" else JOB_FAILED,
         ended["customer_id"],
         {"job_id": ended["job_id"], "status": ended["status"], "reason": ended.get("reason")},

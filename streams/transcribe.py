@@ -12,7 +12,6 @@ chunk may announce the transcript again; the next stage is idempotent.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from functools import partial
@@ -20,23 +19,14 @@ from typing import Any
 
 from inference.transcriber import Transcriber, Transcript, transcriber_from_settings
 from sinks.transcripts import job_chunks, record_chunk
-from streams.runtime.context import HandlerContext
+from streams.runtime.context import HandlerContext, ProcessResource
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
-from vidinsight.settings import Settings
 
 log = logging.getLogger("vidinsight.transcribe")
 
 
-_loading = threading.Lock()
-_loaded: list[Transcriber] = []
-
-
-def transcriber(settings: Settings) -> Transcriber:
-    """One transcriber per worker process: the model loads once, for the first chunk."""
-    with _loading:
-        if not _loaded:
-            _loaded.append(transcriber_from_settings(settings))
-        return _loaded[0]
+# One transcriber per worker process: the model loads once, for the first chunk.
+TRANSCRIBER: ProcessResource[Transcriber] = ProcessResource(transcriber_from_settings)
 
 
 def record(ctx: HandlerContext, chunk: Mapping[str, Any], transcript: Transcript) -> int | None:
@@ -62,7 +52,7 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
     """Transcribe one chunk; announce the transcript when it is the last to land."""
     chunk = inbound.value
     with ctx.blobs.local_path(str(chunk["audio_uri"])) as audio:
-        transcript = transcriber(ctx.settings).transcribe(
+        transcript = TRANSCRIBER.get(ctx.settings).transcribe(
             audio, chunk.get("language"), deadline=ctx.deadline
         )
     transcript = transcript.shifted(float(chunk["start_seconds"]))

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from inference.pricing import load_pricing
 from sinks.blobs import BlobStore
@@ -28,6 +28,23 @@ from vidinsight.errors import JobCancelled, remaining_seconds
 from vidinsight.settings import Settings
 
 CostEvent = dict[str, Any]
+T = TypeVar("T")
+
+
+class ProcessResource(Generic[T]):
+    """One ``T`` per worker process (a loaded model, a client with a thread of its own),
+    built from the settings of the first handler that asks for it."""
+
+    def __init__(self, build: Callable[[Settings], T]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._built: list[T] = []
+
+    def get(self, settings: Settings) -> T:
+        with self._lock:
+            if not self._built:
+                self._built.append(self._build(settings))
+            return self._built[0]
 
 
 def media_seconds(value: dict[str, Any] | Any) -> float:

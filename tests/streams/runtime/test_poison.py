@@ -3,6 +3,8 @@ with a reason, and the next message of the same partition completes (invariant I
 
 from __future__ import annotations
 
+import time
+
 from streams.runtime.dead_letter import header_map
 from tests.fixtures.kafka import consume_from, produce_to
 from tests.fixtures.workers import EchoPipeline, new_job_ids
@@ -63,3 +65,31 @@ def test_a_nul_key_an_oversized_output_and_a_refused_store_are_parked_in_line(
     costed = {echo_pipeline.codec.decode(echo_pipeline.topics["costs"], m.value())["job_id"]
               for m in costs}  # fmt: skip
     assert {large, refused, *behind} <= costed
+
+
+def test_a_garbage_message_never_shadows_a_later_job_with_its_key(
+    echo_pipeline: EchoPipeline,
+) -> None:
+    [job_id] = new_job_ids(1)
+    bootstrap, topic = echo_pipeline.settings.kafka_bootstrap, echo_pipeline.topics["input"]
+    produce_to(bootstrap, topic, b"\x00not avro", key=job_id, partition=0)
+    echo_pipeline.submit(job_id, partition=0)
+    echo_pipeline.start_worker("w1")
+
+    deadline = time.monotonic() + 90
+    while len(runs := _runs_by_customer(echo_pipeline, job_id)) < 2:
+        assert time.monotonic() < deadline, f"runs of {job_id}: {runs}"
+        time.sleep(0.25)
+    assert runs == {"": "dead_lettered", "cust-echo": "succeeded"}
+    assert echo_pipeline.executions([job_id]) == {job_id: 1}
+
+
+def _runs_by_customer(pipeline: EchoPipeline, run_key: str) -> dict[str, str]:
+    """The echo stage's finished runs under ``run_key``, by customer ('' for none known)."""
+    with pipeline.pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT customer_id, status FROM stage_runs WHERE stage = 'echo' AND run_key = %s"
+            " AND status IN ('succeeded', 'dead_lettered')",
+            (run_key,),
+        ).fetchall()
+    return {row["customer_id"]: row["status"] for row in rows}
