@@ -5,7 +5,8 @@ duplicate; a message whose delivery failed for a passing reason (broker down, ti
 out) is produced again after a backoff, for as long as it takes (the partition stays
 paused) until it lands or the partition is taken away. A message the broker will never
 take (too large, invalid, not authorised) is returned to the caller instead of being
-retried, and a fatal producer error (the idempotent producer's state is lost) replaces
+retried (judged alone first: the broker refuses the whole record batch it came in), and
+a fatal producer error (the idempotent producer's state is lost) replaces
 the producer, since a fatal producer refuses everything afterwards.
 """
 
@@ -106,6 +107,21 @@ def _produce(producer: Producer, message: Encoded, acks: _Acks, index: int) -> N
             return
 
 
+_DELIVERED = KafkaError(KafkaError.NO_ERROR)
+
+
+def _alone(
+    producer: Producer, message: Encoded, fence: Fence, wait_step_seconds: float
+) -> KafkaError:
+    """Produce ``message`` by itself; ``_DELIVERED``, or the error it got."""
+    acks = _Acks(1)
+    _produce(producer, message, acks, 0)
+    while acks.pending > 0:
+        producer.flush(wait_step_seconds)
+        fence.check()
+    return acks.failed.get(0, _DELIVERED)
+
+
 def _is_permanent(err: KafkaError) -> bool:
     return err.code() in PERMANENT_CODES and not err.fatal()
 
@@ -132,6 +148,12 @@ def deliver(
             fence.check()
         again = []
         for index, err in sorted(acks.failed.items()):
+            if _is_permanent(err) and len(todo) > 1:
+                # The broker refuses a whole record batch for one bad record: each one is
+                # judged alone before it is called undeliverable.
+                err = _alone(producer, todo[index], fence, wait_step_seconds)
+                if err is _DELIVERED:
+                    continue
             if _is_permanent(err):
                 refused.append(Undeliverable(todo[index], err.str()))
             else:

@@ -3,6 +3,7 @@ loop; the records beside it are delivered."""
 
 from __future__ import annotations
 
+import os
 import time
 
 from streams.runtime.clients import make_producer
@@ -29,7 +30,7 @@ def test_a_record_over_the_topics_limit_is_refused_once_and_the_rest_delivered(
     )
     ensure_topics(settings.kafka_bootstrap, [spec])
     small = Encoded(spec.name, b"small", b"x" * 100)
-    large = Encoded(spec.name, b"large", b"x" * (TOPIC_LIMIT_BYTES * 5))
+    large = Encoded(spec.name, b"large", os.urandom(TOPIC_LIMIT_BYTES * 5))  # incompressible
     retries: list[int] = []
 
     def backoff(retry: int) -> float:
