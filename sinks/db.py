@@ -24,21 +24,26 @@ Connection = psycopg.Connection[DictRow]
 Pool = ConnectionPool[Connection]
 
 
-def create_pool(settings: Settings, *, name: str = "vidinsight") -> Pool:
+def create_pool(settings: Settings, *, name: str = "vidinsight", autocommit: bool = False) -> Pool:
     """A pool sized from settings that neither blocks start-up nor hands out dead connections.
 
     ``open(wait=False)`` lets a worker start while PostgreSQL is still down (the first
     transaction then waits up to ``db_pool_timeout_seconds``); checking each connection
     on checkout replaces the ones a PostgreSQL restart left broken.
+
+    ``autocommit`` is for work of one statement per checkout (``statement``), where a
+    BEGIN, a COMMIT and the check would quadruple the round trips; its connections are
+    not checked: one a restart broke fails its statement as ``database_unavailable``
+    (which callers retry) and is discarded.
     """
     pool: Pool = ConnectionPool(
         settings.database_url,
         connection_class=psycopg.Connection[DictRow],
-        kwargs=_connection_kwargs(settings),
+        kwargs={**_connection_kwargs(settings), "autocommit": autocommit},
         min_size=settings.db_pool_min_size,
         max_size=settings.db_pool_max_size,
         timeout=settings.db_pool_timeout_seconds,
-        check=ConnectionPool.check_connection,
+        check=None if autocommit else ConnectionPool.check_connection,
         name=name,
         open=False,
     )
@@ -82,6 +87,13 @@ def transaction(pool: Pool) -> Iterator[Connection]:
     the stage run record and the audit entry into one atomic unit.
     """
     with translate_errors(), pool.connection() as conn, conn.transaction():
+        yield conn
+
+
+@contextmanager
+def statement(pool: Pool) -> Iterator[Connection]:
+    """A connection of an ``autocommit`` pool: each statement is its own transaction."""
+    with translate_errors(), pool.connection() as conn:
         yield conn
 
 

@@ -32,7 +32,7 @@ from confluent_kafka import Message
 from schemas.codec import Codec
 from sinks import audit, jobs, stage_runs
 from sinks.blobs import BlobStore
-from sinks.db import Connection, Pool, transaction
+from sinks.db import Connection, Pool, statement, transaction
 from streams.runtime import metrics
 from streams.runtime.backoff import backoff_seconds
 from streams.runtime.context import HandlerContext, deadline_seconds
@@ -174,6 +174,7 @@ class BatchProcessor:
         settings: Settings,
         codec: Codec,
         pool: Pool,
+        statements: Pool,
         producers: Producers,
         blobs: BlobStore,
         on_dead_letter: Callable[[Connection, Item], None] | None = None,
@@ -182,6 +183,9 @@ class BatchProcessor:
         self.settings = settings
         self.codec = codec
         self.pool = pool
+        # Autocommit connections for the runtime's one-statement bookkeeping (a run's
+        # begin), which every message pays for: one round trip each.
+        self.statements = statements
         self.producers = producers
         self.blobs = blobs
         self.on_dead_letter = on_dead_letter
@@ -300,7 +304,7 @@ class BatchProcessor:
     def _begin(self, item: Item) -> stage_runs.FinishedRun | stage_runs.Begun | str | None:
         """The finished run; "cancelled"; or the attempt counted as the handler is about to run."""
         customer, key = item.customer_id, storable(item.run_key)
-        with transaction(self.pool) as conn:
+        with statement(self.statements) as conn:
             if item.failure is not None or item.inbound is None:  # nothing to run
                 return stage_runs.finished_run(conn, self.stage.name, customer, key)
             start = stage_runs.RunStart(
@@ -462,7 +466,7 @@ class BatchProcessor:
         self._retrying(
             fence,
             "note",
-            lambda: self._in_transaction(
+            lambda: self._in_statement(
                 lambda conn: stage_runs.note_failure(
                     conn, self.stage.name, item.customer_id, key, failure.reason, str(exc)
                 )
@@ -473,7 +477,7 @@ class BatchProcessor:
     def _release(self, item: Item) -> None:
         """Take back the attempt of a handler interrupted by the loss of its partition."""
         try:
-            self._in_transaction(
+            self._in_statement(
                 lambda conn: stage_runs.release_attempt(
                     conn, self.stage.name, item.customer_id, storable(item.run_key)
                 )
@@ -696,8 +700,8 @@ class BatchProcessor:
 
     # -- retry plumbing ------------------------------------------------------------
 
-    def _in_transaction(self, action: Callable[[Connection], None]) -> None:
-        with transaction(self.pool) as conn:
+    def _in_statement(self, action: Callable[[Connection], None]) -> None:
+        with statement(self.statements) as conn:
             action(conn)
 
     def _retrying(self, fence: Fence, step: str, action: Callable[[], T]) -> T:

@@ -51,6 +51,7 @@ def build_worker(stage: Stage, settings: Settings) -> StageWorker:
         settings,
         Codec(settings.registry_url),
         pool,
+        create_pool(settings, name=f"stage-{stage.name}-statements", autocommit=True),
         producers,
         BlobStore.from_settings(settings),
         on_dead_letter,

@@ -27,6 +27,7 @@ from streams.runtime.delivery import Producers
 from streams.runtime.failpoints import Failpoint
 from streams.runtime.fence import Abandoned, Fence
 from streams.runtime.stage import Stage
+from streams.runtime.watermarks import Watermarks
 from vidinsight.errors import Reason
 from vidinsight.settings import Settings
 
@@ -88,6 +89,7 @@ class StageWorker:
         )
         self._stopping = threading.Event()
         self._unhealthy = False
+        self.watermarks = Watermarks(settings, stage.consumer_group)
         self._next_watch = 0.0
         self._labels = {"stage": stage.name}
         metrics.initialise(stage.name)
@@ -111,6 +113,7 @@ class StageWorker:
             on_lost=self._on_lost,
         )
         log.info("worker started", extra={**self._labels, "topic": self.stage.input_topic})
+        self.watermarks.start()
         try:
             while not self._stopping.is_set():
                 self._poll()
@@ -120,6 +123,7 @@ class StageWorker:
                 self._watch()
         finally:
             self._shutdown()
+            self.watermarks.stop()
         return self.settings.unhealthy_exit_code if self._unhealthy else 0
 
     # -- the loop ------------------------------------------------------------------
@@ -297,6 +301,7 @@ class StageWorker:
         if now < self._next_watch:
             return
         self._next_watch = now + self.settings.stall_check_interval_seconds
+        self.watermarks.watch(set(self.partitions))
         for state in list(self.partitions.values()):
             lag = self._lag(state)
             if lag is None:
@@ -308,17 +313,11 @@ class StageWorker:
                 self._recover_stall(state, lag, now)
 
     def _lag(self, state: PartitionState) -> int | None:
-        try:
-            if state.committed is None:
-                committed = self.consumer.committed([state.tp], timeout=2)[0].offset
-                low, _ = self.consumer.get_watermark_offsets(state.tp, timeout=2)
-                state.committed = committed if committed >= 0 else low
-            # Asked of the broker, not the fetch cache: a partition stuck paused is not
-            # fetched, so its cached high watermark would hide exactly the lag we look for.
-            _, high = self.consumer.get_watermark_offsets(state.tp, timeout=2)
-        except KafkaException:
-            return None
-        if high < 0 or state.committed is None:
+        """High watermark minus committed offset, from what ``Watermarks`` last learnt."""
+        if state.committed is None:
+            state.committed = self.watermarks.start_offset(state.key)
+        high = self.watermarks.high(state.key)
+        if high is None or high < 0 or state.committed is None:
             return None
         return max(0, high - state.committed)
 
