@@ -142,13 +142,6 @@ def finished_run(
     return FinishedRun(**row) if row else None
 
 
-def begin_attempt(conn: psycopg.Connection[DictRow], stage: str, start: RunStart) -> Begun:
-    """Count one more attempt of this run (see ``begin``), whatever its state."""
-    begun = begin(conn, stage, start, honours_cancel=False)
-    assert isinstance(begun, Begun), "a finished run is not begun again"
-    return begun
-
-
 def release_attempt(
     conn: psycopg.Connection[DictRow], stage: str, customer_id: str | None, run_key: str
 ) -> None:

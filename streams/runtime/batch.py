@@ -321,14 +321,13 @@ class BatchProcessor:
         assert item.inbound is not None
         item.inbound = _with_attempt(item.inbound, begun.attempts)
         if begun.attempts > self.settings.max_deliveries:
-            reason = begun.previous_reason or Reason.RETRIES_EXHAUSTED
-            item.failure = Failure(
-                reason=reason,
+            failure = Failure(
+                reason=begun.previous_reason or Reason.RETRIES_EXHAUSTED,
                 exception_type="RedeliveryLimit",
                 exception_message=f"delivered {begun.attempts} times without finishing",
                 attempts=begun.attempts,
             )
-            item.messages = self._dead_letter(item, fence)
+            self._park(item, failure, fence)
             return
         unknown_failures = retry = 0
         paid: dict[str, Mapping[str, Any]] = {}  # cost events of failed attempts, by id
@@ -357,8 +356,7 @@ class BatchProcessor:
                     or (unknown_failures >= self.settings.unknown_error_max_attempts)
                 ):
                     if not item.cancelled:
-                        item.failure = _failure(exc, attempts=item.attempt)
-                        item.messages = self._dead_letter(item, fence)
+                        self._park(item, _failure(exc, attempts=item.attempt), fence)
                     item.costs = self._encode_costs(list(paid.values()), fence)
                     return
                 retry += 1
@@ -417,9 +415,7 @@ class BatchProcessor:
         except Abandoned:
             raise
         except Exception as exc:
-            self._replace_with_dead_letter(
-                item, _failure(exc, item.attempt, Reason.UNSTORABLE_MESSAGE), fence
-            )
+            self._park(item, _failure(exc, item.attempt, Reason.UNSTORABLE_MESSAGE), fence)
             return
         largest = max(item.messages, key=_size, default=None)
         if largest is not None and _size(largest) > self.settings.max_message_bytes:
@@ -430,10 +426,11 @@ class BatchProcessor:
                 f" the most the broker takes is {self.settings.max_message_bytes}",
                 attempts=item.attempt,
             )
-            self._replace_with_dead_letter(item, failure, fence)
+            self._park(item, failure, fence)
 
-    def _replace_with_dead_letter(self, item: Item, failure: Failure, fence: Fence) -> None:
-        """The message fails after its handler ran: its costs stay, its outputs go."""
+    def _park(self, item: Item, failure: Failure, fence: Fence) -> None:
+        """The message fails: its dead letter (and the job's announcement) replace its
+        outputs; its costs stay."""
         item.failure, item.result, item.cancelled = failure, None, False
         item.messages = self._dead_letter(item, fence)
 
@@ -458,8 +455,7 @@ class BatchProcessor:
         )
         failure = Failure(Reason.STAGE_TIMEOUT, "HandlerHung", str(exc), item.attempt)
         if delivered >= self.settings.unknown_error_max_attempts:
-            item.failure = failure
-            item.messages = self._dead_letter(item, fence)
+            self._park(item, failure, fence)
             item.costs = self._encode_costs(list(paid.values()), fence)
             return
         key = storable(item.run_key)
@@ -519,7 +515,7 @@ class BatchProcessor:
         except Exception as exc:
             log.error("store refused: %s", exc, extra={"reason": Reason.UNSTORABLE_MESSAGE})
             failure = _failure(exc, item.attempt, Reason.UNSTORABLE_MESSAGE)
-            self._replace_with_dead_letter(item, failure, fence)
+            self._park(item, failure, fence)
         self._record_dead_letter(item, fence)
 
     def _record_dead_letter(self, item: Item, fence: Fence) -> None:
@@ -598,7 +594,7 @@ class BatchProcessor:
             return  # the dead letter itself was refused: logged, and the partition moves on
         item.replayed = False
         failure = Failure(Reason.UNDELIVERABLE_MESSAGE, "KafkaError", error, item.attempt)
-        self._replace_with_dead_letter(item, failure, fence)
+        self._park(item, failure, fence)
         item.costs = []  # delivered (or refused) already
         self._record_dead_letter(item, fence)
         if self._produce(item.messages, fence):

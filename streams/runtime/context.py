@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -47,7 +47,7 @@ class ProcessResource(Generic[T]):
             return self._built[0]
 
 
-def media_seconds(value: dict[str, Any] | Any) -> float:
+def media_seconds(value: Mapping[str, Any]) -> float:
     """Seconds of media a message covers: a chunk's span, else the video's duration, else 0."""
     start, end = value.get("start_seconds"), value.get("end_seconds")
     if start is not None and end is not None:
@@ -56,7 +56,7 @@ def media_seconds(value: dict[str, Any] | Any) -> float:
     return float(duration) if duration is not None else 0.0
 
 
-def deadline_seconds(settings: Settings, stage: str, value: Any) -> float:
+def deadline_seconds(settings: Settings, stage: str, value: Mapping[str, Any]) -> float:
     """The time one message of ``stage`` may take: a base plus seconds per media second."""
     base = settings.stage_deadline_base_seconds
     per_second = settings.stage_deadline_per_media_second
@@ -83,20 +83,12 @@ class HandlerContext:
         with transaction(self.pool) as conn:
             yield conn
 
-    def remaining(self, what: str) -> float:
-        """Seconds left for ``what``; raises StageTimeout (or Abandoned) once there are none."""
-        self.check(what)
-        left = remaining_seconds(self.deadline, what)
-        assert left is not None
-        return left
-
     def check(self, what: str) -> None:
-        """Stop here if the runtime gave up on this call (deadline passed or partition revoked)."""
-        if self._stopped.is_set():
-            if time.monotonic() >= self.deadline:
-                remaining_seconds(self.deadline, what)
-            raise Abandoned()
+        """Stop here if the runtime gave up on this call: StageTimeout past the deadline,
+        Abandoned when the partition was taken away."""
         remaining_seconds(self.deadline, what)
+        if self._stopped.is_set():
+            raise Abandoned()
 
     def ensure_not_cancelled(self, what: str) -> None:
         """Before paid or long work: stop if the customer cancelled the job meanwhile."""

@@ -107,19 +107,17 @@ def _produce(producer: Producer, message: Encoded, acks: _Acks, index: int) -> N
             return
 
 
-_DELIVERED = KafkaError(KafkaError.NO_ERROR)
-
-
-def _alone(
-    producer: Producer, message: Encoded, fence: Fence, wait_step_seconds: float
-) -> KafkaError:
-    """Produce ``message`` by itself; ``_DELIVERED``, or the error it got."""
-    acks = _Acks(1)
-    _produce(producer, message, acks, 0)
+def _round(
+    producer: Producer, messages: Sequence[Encoded], fence: Fence, wait_step_seconds: float
+) -> dict[int, KafkaError]:
+    """Produce ``messages`` once and wait for every report; the errors, by index."""
+    acks = _Acks(len(messages))
+    for index, message in enumerate(messages):
+        _produce(producer, message, acks, index)
     while acks.pending > 0:
         producer.flush(wait_step_seconds)
         fence.check()
-    return acks.failed.get(0, _DELIVERED)
+    return acks.failed
 
 
 def _is_permanent(err: KafkaError) -> bool:
@@ -140,20 +138,15 @@ def deliver(
     retry = 0
     while todo:
         producer = producers.current
-        acks = _Acks(len(todo))
-        for index, message in enumerate(todo):
-            _produce(producer, message, acks, index)
-        while acks.pending > 0:
-            producer.flush(wait_step_seconds)
-            fence.check()
         again = []
-        for index, err in sorted(acks.failed.items()):
+        for index, err in sorted(_round(producer, todo, fence, wait_step_seconds).items()):
             if _is_permanent(err) and len(todo) > 1:
                 # The broker refuses a whole record batch for one bad record: each one is
                 # judged alone before it is called undeliverable.
-                err = _alone(producer, todo[index], fence, wait_step_seconds)
-                if err is _DELIVERED:
+                alone = _round(producer, [todo[index]], fence, wait_step_seconds)
+                if not alone:
                     continue
+                err = alone[0]
             if _is_permanent(err):
                 refused.append(Undeliverable(todo[index], err.str()))
             else:

@@ -34,7 +34,8 @@ HANDLER_SECONDS = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "vidinsight_stage_batch_duration_seconds",
-    "Time from taking a batch to its delivered outputs, before the commit.",
+    "Time from taking a message to its delivered outputs (stored and produced with its group),"
+    " before the commit.",
     ["stage"],
     buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1, 5, 30, 120, 600),
 )

@@ -10,7 +10,7 @@ import httpx
 
 from sinks.db import Pool, transaction
 from sinks.jobs import set_status
-from sinks.stage_runs import RunStart, begin_attempt
+from sinks.stage_runs import RunStart, begin
 from tests.gateway.conftest import Customer, GatewayFactory
 
 
@@ -52,9 +52,8 @@ def test_stream_sends_each_change_and_ends_with_the_job(
             with transaction(db_pool) as conn:
                 if len(seen) == 1:
                     set_status(conn, job_id, "running")
-                    begin_attempt(
-                        conn, "ingest", RunStart(job_id, job_id, customer.customer_id, "t", 0, 0)
-                    )
+                    start = RunStart(job_id, job_id, customer.customer_id, "t", 0, 0)
+                    begin(conn, "ingest", start, honours_cancel=False)
                 elif len(seen) == 2:
                     set_status(conn, job_id, "completed")
     assert [e["status"] for e in seen] == ["queued", "running", "completed"]

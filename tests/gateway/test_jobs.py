@@ -10,7 +10,7 @@ import pytest
 from schemas.codec import Codec
 from sinks.db import Pool, transaction
 from sinks.jobs import fail_job, get_job, set_status
-from sinks.stage_runs import RunOutcome, RunStart, begin_attempt, finish_runs
+from sinks.stage_runs import RunOutcome, RunStart, begin, finish_runs
 from tests.fixtures.kafka import consume_from
 from tests.gateway.conftest import Customer, GatewayFactory, RunningGateway
 
@@ -84,11 +84,11 @@ def test_job_status_shows_stages_progress_and_error(
     with transaction(db_pool) as conn:
         set_status(conn, job_id, "running")
         start = RunStart(f"{job_id}-ingest", job_id, customer.customer_id, "t", 0, 1)
-        begin_attempt(conn, "ingest", start)
-        begin_attempt(conn, "ingest", start)
+        begin(conn, "ingest", start, honours_cancel=False)
+        begin(conn, "ingest", start, honours_cancel=False)
         done = RunOutcome(f"{job_id}-ingest", job_id, customer.customer_id, "succeeded", 2, [])
         finish_runs(conn, "ingest", [done])
-        begin_attempt(conn, "preprocess", RunStart(job_id, job_id, None, "t", 0, 2))
+        begin(conn, "preprocess", RunStart(job_id, job_id, None, "t", 0, 2), False)
     with gateway.client(customer) as client:
         running = client.get(f"/v1/jobs/{job_id}").json()
         listed = client.get("/v1/jobs").json()["jobs"]
