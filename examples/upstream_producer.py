@@ -89,8 +89,10 @@ def produce_request(args: argparse.Namespace, registry: SchemaRegistryClient, jo
 def completions_consumer(args: argparse.Namespace, from_ms: int) -> Consumer:
     """Our own consumer group on vi.jobs.completed, positioned at ``from_ms`` on assignment.
 
-    A long-running service would instead resume from its committed offsets (drop the
-    on_assign callback); seeking by time is how to (re)read from a given point.
+    The positions are fixed before the request is sent (``start_positions``), and the
+    callback assigns them. A long-running service would instead resume from its
+    committed offsets (drop the on_assign callback); seeking by time is how to (re)read
+    from a given point.
     """
     consumer = Consumer(
         {
@@ -100,13 +102,31 @@ def completions_consumer(args: argparse.Namespace, from_ms: int) -> Consumer:
             "auto.offset.reset": "earliest",
         }
     )
+    positions = start_positions(consumer, from_ms)
 
     def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
-        wanted = [TopicPartition(p.topic, p.partition, from_ms) for p in partitions]
-        c.assign(c.offsets_for_times(wanted, timeout=10))
+        c.assign([positions[p.partition] for p in partitions])
 
     consumer.subscribe([COMPLETIONS_TOPIC], on_assign=on_assign)
     return consumer
+
+
+def start_positions(consumer: Consumer, from_ms: int) -> dict[int, TopicPartition]:
+    """Each partition's first offset at or after ``from_ms``, resolved now.
+
+    A partition with no message since then answers -1, which means "the end as of when
+    fetching starts": a fast outcome produced before that would be skipped. Its high
+    watermark, read now (before the request is sent), stands in instead.
+    """
+    topic = consumer.list_topics(COMPLETIONS_TOPIC, timeout=10).topics[COMPLETIONS_TOPIC]
+    wanted = [TopicPartition(COMPLETIONS_TOPIC, p, from_ms) for p in topic.partitions]
+    positions = {}
+    for found in consumer.offsets_for_times(wanted, timeout=10):
+        if found.offset < 0:
+            _, high = consumer.get_watermark_offsets(found, timeout=10)
+            found = TopicPartition(COMPLETIONS_TOPIC, found.partition, high)
+        positions[found.partition] = found
+    return positions
 
 
 def await_completion(
