@@ -24,6 +24,7 @@ from cli.costs import usd
 from sinks.db import connect
 from sinks.jobs import STATUSES
 from sinks.timeline import Timeline, failure_counts, job_timeline, recent_jobs
+from telemetry.redaction import redact
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import get_settings
 
@@ -149,7 +150,8 @@ JOB_FIELDS = (
 def timeline_document(timeline: Timeline, logs: list[dict[str, Any]]) -> dict[str, Any]:
     """The timeline as one JSON-ready document."""
     return {
-        "job": {key: timeline.job[key] for key in JOB_FIELDS},
+        "job": {key: timeline.job[key] for key in JOB_FIELDS}
+        | {"source_uri": redact(timeline.job["source_uri"])},  # a signed URL's query is a key
         "stages": stage_summaries(timeline),
         "runs": timeline.runs,
         "audit": timeline.audit,
@@ -165,7 +167,7 @@ def print_timeline(timeline: Timeline, logs: list[dict[str, Any]], log_dir: Path
     print(f"job       {job['job_id']}")
     print(f"customer  {job['customer_id']}")
     print(f"status    {job['status']}{_took(job)}")
-    print(f"source    {job['source_uri']}")
+    print(f"source    {redact(job['source_uri'])}")
     print(f"created   {_when(job['created_at'])}")
     if job["error_reason"]:
         print(f"failed at {job['error_stage'] or '?'}: {job['error_reason']}")

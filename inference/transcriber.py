@@ -114,6 +114,10 @@ class Transcript:
 class Transcriber(Protocol):
     """Speech-to-text for one audio file."""
 
+    # Whether each call is billed by a provider (a managed API), so the customer's
+    # budget must be asked before it; local models run on our own CPUs.
+    managed: bool
+
     def transcribe(
         self, audio: Path, language: str | None = None, deadline: float | None = None
     ) -> Transcript:

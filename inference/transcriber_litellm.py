@@ -35,6 +35,8 @@ def wav_seconds(path: Path) -> float:
 class LitellmTranscriber:
     """One litellm model string, e.g. ``whisper-1``, ``groq/whisper-large-v3``."""
 
+    managed = True
+
     def __init__(self, model: str, api_base: str | None = None, api_key_env: str | None = None):
         self.model = model
         self.api_base = api_base

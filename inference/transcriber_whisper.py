@@ -62,6 +62,8 @@ class WhisperTranscriber:
     cores at a lower word error rate (bench/media.py measures both).
     """
 
+    managed = False
+
     def __init__(
         self,
         model_dir: Path,

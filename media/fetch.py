@@ -54,12 +54,47 @@ def parse_networks(text: str) -> tuple[Network, ...]:
 
 
 def address_allowed(address: IPAddress, allowed: Iterable[Network] = ()) -> bool:
-    """Public unicast addresses only, unless an allowlisted network holds the address."""
+    """Public unicast addresses only, unless an allowlisted network holds the address.
+
+    An IPv6 address that carries an IPv4 address (mapped, compatible, translated,
+    NAT64, 6to4, Teredo) reaches that IPv4 host through a translator or tunnel, so it
+    is judged by what it carries: ``64:ff9b::7f00:1`` counts as global IPv6 but is
+    127.0.0.1 behind a NAT64 gateway.
+    """
+    allowed = tuple(allowed)
     if any(address in network for network in allowed):
         return True
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address_allowed(address.ipv4_mapped, allowed)
+    if isinstance(address, ipaddress.IPv6Address):
+        carried = embedded_ipv4(address)
+        if carried:
+            return all(address_allowed(inner, allowed) for inner in carried)
     return address.is_global and not address.is_multicast
+
+
+# IPv6 prefixes whose low 32 bits are an IPv4 address: IPv4-compatible (::/96,
+# deprecated), IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96, RFC 2765),
+# NAT64 well-known and local-use (64:ff9b::/96, RFC 6052; 64:ff9b:1::/48, RFC 8215).
+LOW_32_BITS_IPV4 = tuple(
+    ipaddress.IPv6Network(prefix)
+    for prefix in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+)
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for (none for a plain IPv6 address).
+
+    ``::`` and ``::1`` sit in ::/96 but are IPv6's own unspecified and loopback
+    addresses, judged as such (neither is global).
+    """
+    if address in (ipaddress.IPv6Address("::"), ipaddress.IPv6Address("::1")):
+        return []
+    if any(address in network for network in LOW_32_BITS_IPV4):
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    if address.sixtofour is not None:
+        return [address.sixtofour]
+    if address.teredo is not None:
+        return list(address.teredo)
+    return []
 
 
 def resolve_and_validate(url: str, allowed: Iterable[Network] = ()) -> list[IPAddress]:

@@ -1,10 +1,13 @@
 """The one blob store for media bytes: ``file://`` (default, under the state dir) or ``s3://``.
 
-Messages carry blob URIs, never bytes (claim check). Keys are relative paths such as
-``media/<job_id>/source``; a key that tries to leave the store's root is refused, and
-only URIs under the root count as the platform's own blobs, so a job cannot point
-the pipeline at an arbitrary file on a worker's disk. ``s3://`` goes through fsspec
-and needs ``s3fs`` installed (not in the lock yet).
+Messages carry blob URIs, never bytes (claim check). A key is a relative path such as
+``media/<job_id>/source`` whose segments are all identifiers (``vidinsight.identifiers``),
+so a key has one spelling: no percent escapes, no ``.``/``..`` segments, no query or
+fragment. A URI counts as one of the store's blobs only when it is exactly the root, a
+slash and such a key; the key is then taken from it and every access goes through the
+key (never through the URI decoded), so what was checked is what is read. A job
+therefore cannot point the pipeline at a file outside the store, in plain or encoded
+form. ``s3://`` goes through fsspec and needs ``s3fs`` installed (not in the lock yet).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from urllib.parse import unquote, urlparse
 import fsspec
 
 from vidinsight.errors import PermanentError, Reason
+from vidinsight.identifiers import is_identifier
 from vidinsight.settings import Settings
 
 COPY_BLOCK_BYTES = 1 << 20
@@ -41,6 +45,8 @@ class BlobStore:
     def __init__(self, root_uri: str) -> None:
         self.root_uri = root_uri.rstrip("/")
         self.is_local = self.root_uri.startswith("file://")
+        # The root comes from configuration (trusted); only keys come from messages.
+        self._root_dir = Path(unquote(urlparse(self.root_uri).path)) if self.is_local else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
@@ -48,28 +54,43 @@ class BlobStore:
         return cls(root)
 
     def uri(self, key: str) -> str:
-        """The URI of ``key``; PermanentError for keys that would escape the root."""
-        parts = key.split("/")
-        if key.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        """The URI of ``key``; PermanentError for a key that is not canonical."""
+        if not is_key(key):
             raise PermanentError(Reason.INVALID_REQUEST, f"invalid blob key {key!r}")
         return f"{self.root_uri}/{key}"
 
+    def key_of(self, uri: str) -> str | None:
+        """The key of one of this store's blobs, or None for any other URI."""
+        prefix = self.root_uri + "/"
+        if not uri.startswith(prefix) or not is_key(uri[len(prefix) :]):
+            return None
+        return uri[len(prefix) :]
+
     def owns(self, uri: str) -> bool:
-        """Whether ``uri`` is a blob of this store (and not a path that climbs out of it)."""
-        if not uri.startswith(self.root_uri + "/"):
-            return False
-        return ".." not in uri[len(self.root_uri) + 1 :].split("/")
+        """Whether ``uri`` is, canonically, a blob of this store."""
+        return self.key_of(uri) is not None
+
+    def _own_key(self, uri: str) -> str:
+        key = self.key_of(uri)
+        if key is None:
+            raise PermanentError(Reason.SOURCE_FORBIDDEN, "not a blob of this platform's store")
+        return key
 
     def local_file(self, uri: str) -> Path:
-        """The file of a ``file://`` blob."""
-        return Path(unquote(urlparse(uri).path))
+        """The file of one of this store's blobs when the store is ``file://``."""
+        return self._file(self._own_key(uri))
+
+    def _file(self, key: str) -> Path:
+        if self._root_dir is None:
+            raise ValueError(f"{self.root_uri} is not a file:// store")
+        return self._root_dir / key
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
         """Write a blob; it appears under its key only once complete (local: rename)."""
         uri = self.uri(key)
         if self.is_local:
-            target = self.local_file(uri)
+            target = self._file(key)
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
                 try:
@@ -94,24 +115,29 @@ class BlobStore:
         return self.uri(key)
 
     def size(self, uri: str) -> int:
+        key = self._own_key(uri)
         if self.is_local:
-            return self.local_file(uri).stat().st_size
-        fs, path = fsspec.core.url_to_fs(uri)
+            return self._file(key).stat().st_size
+        fs, path = fsspec.core.url_to_fs(f"{self.root_uri}/{key}")
         return int(fs.size(path))
 
     @contextmanager
     def local_path(self, uri: str) -> Iterator[Path]:
         """A local file holding the blob: the file itself for file://, a temporary copy else."""
-        if not self.owns(uri):
-            raise PermanentError(Reason.SOURCE_FORBIDDEN, f"{uri} is not a blob of this store")
+        key = self._own_key(uri)
         if self.is_local:
-            path = self.local_file(uri)
-            if not path.exists():
-                raise PermanentError(Reason.SOURCE_UNREACHABLE, f"blob {uri} does not exist")
+            path = self._file(key)
+            if not path.is_file():
+                raise PermanentError(Reason.SOURCE_UNREACHABLE, f"blob {key} does not exist")
             yield path
             return
         with tempfile.TemporaryDirectory() as folder:
             copy = Path(folder) / "blob"
-            with fsspec.open(uri, "rb") as src, copy.open("wb") as dst:
+            with fsspec.open(f"{self.root_uri}/{key}", "rb") as src, copy.open("wb") as dst:
                 shutil.copyfileobj(src, dst, COPY_BLOCK_BYTES)
             yield copy
+
+
+def is_key(key: str) -> bool:
+    """Whether ``key`` is canonical: identifier segments joined by single slashes."""
+    return all(is_identifier(segment) for segment in key.split("/"))

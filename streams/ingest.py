@@ -21,6 +21,7 @@ from sinks.blobs import file_sha256
 from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
+from vidinsight.identifiers import check_identifier
 
 
 def ensure_job(ctx: HandlerContext, value: Mapping[str, Any]) -> None:
@@ -49,11 +50,11 @@ def store_source(ctx: HandlerContext, inbound: Inbound, source: str) -> tuple[st
     under ``uploads/<customer_id>/``): a job cannot name another tenant's media.
     """
     store, settings = ctx.blobs, ctx.settings
-    if store.owns(source):
-        own_uploads = store.uri(f"uploads/{inbound.customer_id}/x")[:-1]
-        if not source.startswith(own_uploads):
+    key = store.key_of(source)
+    if key is not None:
+        if key.split("/")[:2] != ["uploads", inbound.customer_id]:
             raise PermanentError(
-                Reason.SOURCE_FORBIDDEN, f"{source} is not an upload of this job's customer"
+                Reason.SOURCE_FORBIDDEN, "the source is not an upload of this job's customer"
             )
         with store.local_path(source) as path:
             return source, file_sha256(path), path.stat().st_size
@@ -72,7 +73,7 @@ def store_source(ctx: HandlerContext, inbound: Inbound, source: str) -> tuple[st
             )
         return store.uri(key), fetched.sha256, fetched.size_bytes
     raise PermanentError(
-        Reason.SOURCE_FORBIDDEN, f"source {source!r} is neither an uploaded blob nor an http(s) URL"
+        Reason.SOURCE_FORBIDDEN, "the source is neither an upload nor an http(s) URL"
     )
 
 
@@ -102,7 +103,10 @@ def media_ingested(inbound: Inbound, uri: str, sha256: str, info: MediaInfo) -> 
 def ingest(inbound: Inbound, ctx: HandlerContext, output_topic: str) -> StageResult:
     """Fetch, hash and probe the source; reject what cannot be processed."""
     began = time.process_time()
+    check_identifier("job_id", inbound.job_id)
+    check_identifier("customer_id", inbound.customer_id or "")
     ensure_job(ctx, inbound.value)
+    ctx.ensure_within_budget("a new job")  # the gateway's 402, for jobs sent straight to Kafka
     source = str(inbound.value["source_uri"])
     uri, sha256, size = store_source(ctx, inbound, source)
     with ctx.blobs.local_path(uri) as path:

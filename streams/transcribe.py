@@ -51,10 +51,12 @@ def record(ctx: HandlerContext, chunk: Mapping[str, Any], transcript: Transcript
 def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> StageResult:
     """Transcribe one chunk; announce the transcript when it is the last to land."""
     chunk = inbound.value
+    transcriber = TRANSCRIBER.get(ctx.settings)
+    if transcriber.managed:
+        ctx.ensure_not_cancelled("a managed transcription")
+        ctx.ensure_within_budget("a managed transcription")
     with ctx.blobs.local_path(str(chunk["audio_uri"])) as audio:
-        transcript = TRANSCRIBER.get(ctx.settings).transcribe(
-            audio, chunk.get("language"), deadline=ctx.deadline
-        )
+        transcript = transcriber.transcribe(audio, chunk.get("language"), deadline=ctx.deadline)
     transcript = transcript.shifted(float(chunk["start_seconds"]))
     word_count = record(ctx, chunk, transcript)
     log.info(

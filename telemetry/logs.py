@@ -2,21 +2,23 @@
 
 Every line is one JSON object. Lines about a job carry ``job_id``, ``customer_id``,
 ``stage`` and ``attempt`` (invariant I4); failures carry ``reason``. Secrets are
-scrubbed from the message and every field before the line is written, so an API
-key or a password in a URL never reaches a log file.
+scrubbed from the message and every field before the line is written
+(``telemetry.redaction``), so an API key, a password in a URL or a signed URL's query
+never reaches a log file.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
+
+from telemetry.redaction import redact
 
 # Fields a caller may attach with ``extra=``; anything else on the record is ignored.
 CONTEXT_FIELDS = (
@@ -34,24 +36,6 @@ CONTEXT_FIELDS = (
     "event",
     "detail",
 )
-
-_SECRET_PATTERNS = (
-    (re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"), r"\1[redacted]"),
-    (re.compile(r"\bvi_[A-Za-z0-9_-]{8,}"), "vi_[redacted]"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), "sk-[redacted]"),
-    (re.compile(r"(?i)(://[^:/\s@]+:)[^@\s]+@"), r"\1[redacted]@"),
-    (
-        re.compile(r"(?i)((?:api[_-]?key|password|secret|token)[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+"),
-        r"\1[redacted]",
-    ),
-)
-
-
-def redact(text: str) -> str:
-    """The text with every known secret shape replaced by a marker."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def _scrub(value: Any) -> Any:

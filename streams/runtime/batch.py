@@ -50,6 +50,7 @@ from streams.runtime.origin import Origin, origin_of
 from streams.runtime.stage import Inbound, Stage, StageResult
 from streams.runtime.watchdog import Hung, call_with_deadline
 from telemetry.logs import message_context
+from telemetry.redaction import public_message
 from vidinsight.errors import (
     ErrorClass,
     JobCancelled,
@@ -755,11 +756,15 @@ class BatchProcessor:
 
 
 def _failure(exc: BaseException, attempts: int, reason: Reason | None = None) -> Failure:
-    """Why ``exc`` ends a message; ``reason`` overrides what the exception says of itself."""
+    """Why ``exc`` ends a message; ``reason`` overrides what the exception says of itself.
+
+    The message is stored, put in dead-letter headers and shown to the job's customer,
+    so it loses secrets, signed-URL queries and server paths first.
+    """
     return Failure(
         reason=reason or classify(exc)[1],
         exception_type=type(exc).__name__,
-        exception_message=str(exc),
+        exception_message=public_message(str(exc)),
         attempts=attempts,
     )
 

@@ -16,10 +16,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from inference.pricing import load_pricing
 from sinks.blobs import BlobStore
+from sinks.budgets import ensure_within_budget
 from sinks.db import Connection, Pool, transaction
 from sinks.jobs import is_cancelled
 from streams.runtime.fence import Abandoned
@@ -96,6 +98,13 @@ class HandlerContext:
         with self.transaction() as conn:
             if is_cancelled(conn, self.inbound.job_id, self.inbound.customer_id):
                 raise JobCancelled(self.inbound.job_id)
+
+    def ensure_within_budget(self, what: str) -> None:
+        """Before a call a provider bills: PermanentError(budget_exceeded) once the job's
+        customer has spent its monthly budget, whichever way the job arrived."""
+        self.check(what)
+        with self.transaction() as conn:
+            ensure_within_budget(conn, str(self.inbound.customer_id), datetime.now(UTC))
 
     def stop(self) -> None:
         """Called by the runtime: the call's result will not be used; ``check`` raises."""

@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from telemetry.logs import JsonFormatter, redact
+from telemetry.logs import JsonFormatter
+from telemetry.redaction import redact
 
 
 def _format(msg: str, **extra: object) -> dict[str, object]:

@@ -1,0 +1,1 @@
+"""Attacks on the running platform: what a hostile customer or upstream system gets."""
