@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
     "cli.gateway",
     "cli.submit",
     "cli.jobs",
+    "cli.uploads",
 )
 
 

@@ -29,6 +29,8 @@ STATUS_FOR_REASON: dict[Reason, int] = {
     Reason.CONFLICT: 409,
     Reason.JOB_NOT_COMPLETED: 409,
     Reason.TOO_LARGE: 413,
+    Reason.UPLOAD_QUOTA_EXCEEDED: 413,
+    Reason.UPLOAD_IN_USE: 409,
     Reason.INVALID_REQUEST: 422,
     Reason.IDEMPOTENCY_KEY_REUSED: 422,
     Reason.SOURCE_FORBIDDEN: 422,

@@ -1,7 +1,8 @@
 """The gateway application: ``create_app(settings)`` assembles routes, errors and lifecycle.
 
 Start-up opens the database pool, the idempotent producer, the Firebase verifier and
-the lag monitor, and starts the outbox relay; shutdown stops them in reverse order.
+the lag monitor, and starts the outbox relay and the upload sweeper; shutdown stops
+them in reverse order.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.context import GatewayContext, jobs_topic
 from gateway.firebase import FirebaseVerifier
 from gateway.outbox import Publisher, Relay
 from gateway.routes import events, health, jobs, pages, results, spend, uploads
+from gateway.upload_storage import UploadSweeper
 from schemas.codec import Codec
 from sinks.blobs import BlobStore
 from sinks.db import create_pool
@@ -39,11 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx = _open_context(settings)
         relay = Relay(settings, ctx.pool, ctx.publisher)
         relay.start()
+        sweeper = UploadSweeper(settings, ctx.pool, ctx.blobs)
+        sweeper.start()
         app.state.context = ctx
         log.info("gateway started", extra={"topic": ctx.jobs_topic})
         try:
             yield
         finally:
+            sweeper.stop()
             relay.stop()
             ctx.lag.close()
             ctx.analytics.close()

@@ -1,20 +1,30 @@
-"""Customers and their API keys.
+"""Customers, their API keys and their webhook signing secrets.
 
 A key is shown once, when it is issued; only its SHA-256 is stored, so a leaked
 database does not leak working keys. Keys are long random tokens, so an unsalted
 hash is enough to look them up in one indexed query.
+
+A webhook secret is shown once too, but the platform signs with it, so it cannot be
+hashed: it is derived from ``VI_WEBHOOK_SECRETS_KEY``, the customer id and a random
+nonce, and only the nonce is stored (docs/decisions/0010-webhook-signing.md).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import uuid
+from datetime import datetime, timedelta
 from typing import Any
 
 from sinks.db import Connection
 
 API_KEY_PREFIX = "vi_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+# Domain separation: this key derives webhook secrets and nothing else.
+_WEBHOOK_SECRET_LABEL = b"vidinsight webhook secret v1"
 
 
 def _new_id(prefix: str) -> str:
@@ -105,3 +115,77 @@ def customer_for_firebase_uid(conn: Connection, firebase_uid: str) -> str | None
 def _is_int(value: object) -> bool:
     """True for real integers (bool is an int in Python, but never an amount)."""
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def new_webhook_secret(
+    conn: Connection, customer_id: str, key: str, overlap: timedelta = timedelta(0)
+) -> tuple[str, datetime | None]:
+    """A new current webhook secret; return it and when the previous ones stop signing.
+
+    The previous secrets go on signing beside the new one for ``overlap`` (none that
+    retires sooner is extended), so the customer's receiver can switch in that window;
+    with no overlap they stop at once (a leaked secret). The second value is None when
+    the customer had no secret. Rotations of one customer are serialized by a lock.
+    """
+    if not key:
+        raise ValueError("VI_WEBHOOK_SECRETS_KEY is not set")
+    nonce = secrets.token_bytes(32)
+    with conn.transaction():  # its own, or a savepoint in the caller's
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('webhook_secrets:' || %s, 0))",
+            (customer_id,),
+        )
+        conn.execute(
+            "DELETE FROM webhook_secrets WHERE customer_id = %s AND retires_at <= now()",
+            (customer_id,),
+        )
+        retired = conn.execute(
+            "UPDATE webhook_secrets"
+            " SET retires_at = LEAST(COALESCE(retires_at, 'infinity'), now() + %s)"
+            " WHERE customer_id = %s RETURNING retires_at",
+            (overlap, customer_id),
+        ).fetchall()
+        conn.execute(
+            "INSERT INTO webhook_secrets (secret_id, customer_id, nonce) VALUES (%s, %s, %s)",
+            (_new_id("whk"), customer_id, nonce),
+        )
+    until = max((row["retires_at"] for row in retired), default=None)
+    return webhook_secret(key, customer_id, nonce), until
+
+
+def webhook_signing_secrets(conn: Connection, customer_id: str, key: str) -> list[str]:
+    """The secrets a delivery to the customer is signed with now: the current one first,
+    then those still in their overlap window. None without a key (nothing may be sent).
+
+    A customer without a current secret (created before secrets existed, or outside the
+    CLI) gets one here; an operator hands it over with ``rotate-webhook-secret``.
+    """
+    if not key:
+        return []
+    rows = _live_webhook_nonces(conn, customer_id)
+    if not rows or rows[0]["retires_at"] is not None:
+        conn.execute(
+            "INSERT INTO webhook_secrets (secret_id, customer_id, nonce) VALUES (%s, %s, %s)"
+            " ON CONFLICT (customer_id) WHERE retires_at IS NULL DO NOTHING",
+            (_new_id("whk"), customer_id, secrets.token_bytes(32)),
+        )
+        rows = _live_webhook_nonces(conn, customer_id)
+    return [webhook_secret(key, customer_id, bytes(row["nonce"])) for row in rows]
+
+
+def webhook_secret(key: str, customer_id: str, nonce: bytes) -> str:
+    """The secret a nonce stands for: ``whsec_`` and 32 bytes of HMAC-SHA256 in base64
+    (the Standard Webhooks form, so receivers may also use its libraries)."""
+    message = b"\0".join((_WEBHOOK_SECRET_LABEL, customer_id.encode(), nonce))
+    derived = hmac.new(key.encode(), message, hashlib.sha256).digest()
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(derived).decode()
+
+
+def _live_webhook_nonces(conn: Connection, customer_id: str) -> list[dict[str, Any]]:
+    """The customer's secrets that sign now, the current one (no retires_at) first."""
+    return conn.execute(
+        "SELECT nonce, retires_at FROM webhook_secrets"
+        " WHERE customer_id = %s AND (retires_at IS NULL OR retires_at > now())"
+        " ORDER BY retires_at IS NOT NULL, created_at DESC",
+        (customer_id,),
+    ).fetchall()

@@ -15,40 +15,48 @@ Time: an attempt is one exchange, connect to the answer's last byte, bounded as 
 (``media.fetch.bounded_pool``) by the policy's timeout and by the caller's deadline, so a
 receiver that drips its headers or never ends its answer cannot hold the notify stage.
 
-Signature: header ``Vidinsight-Signature: t=<unix seconds>,v1=<hex>``, where hex is
-HMAC-SHA256 with the platform's webhook secret over ``"<t>." + body``. Receivers
-recompute it and reject old timestamps, which defeats replays.
+Signature (the Standard Webhooks scheme, as Svix sends it): headers ``webhook-id`` (the
+delivery id, the same on every retry and redelivery of one event, for receivers to
+deduplicate), ``webhook-timestamp`` (unix seconds) and ``webhook-signature``: one
+``v1,<base64 HMAC-SHA256>`` per secret of the customer, space-separated, over
+``"<id>.<timestamp>." + body``. Each customer has its own secrets
+(``sinks.customers.webhook_signing_secrets``); during a rotation's overlap the old and
+the new one both sign. Receivers check one of the signatures with the secret they hold
+and reject old timestamps, which defeats replays (docs/integration.md).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
 
 from media.fetch import TRANSPORT_ERRORS, Network, bounded_pool, parse_networks, pin
+from sinks.customers import WEBHOOK_SECRET_PREFIX
 from sinks.db import Pool, transaction
 from sinks.deliveries import record_delivery
 from vidinsight.errors import PermanentError
 from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
-SIGNATURE_HEADER = "Vidinsight-Signature"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
 MAX_ERROR_CHARS = 500
 
 
 @dataclass(frozen=True)
 class WebhookPolicy:
-    """How webhooks are signed and retried."""
+    """How webhooks are retried."""
 
-    secret: str
     max_attempts: int
     backoff_initial_seconds: float
     backoff_max_seconds: float
@@ -58,7 +66,6 @@ class WebhookPolicy:
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookPolicy:
         return cls(
-            secret=settings.webhook_signing_secret,
             max_attempts=settings.webhook_max_attempts,
             backoff_initial_seconds=settings.webhook_backoff_initial_seconds,
             backoff_max_seconds=settings.webhook_backoff_max_seconds,
@@ -71,10 +78,28 @@ class WebhookPolicy:
         return min(self.backoff_max_seconds, self.backoff_initial_seconds * 2 ** (attempt - 1))
 
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """The ``Vidinsight-Signature`` header value for ``body`` sent at ``timestamp``."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+def signature(secrets: Sequence[str], delivery_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` value: ``v1,<base64>`` per secret, space-separated.
+
+    A secret is ``whsec_`` and its key in base64; the key is what HMAC is keyed with.
+    """
+    content = f"{delivery_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(_key(secret), content, hashlib.sha256).digest()).decode()
+        for secret in secrets
+    )
+
+
+def _key(secret: str) -> bytes:
+    return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
+
+
+def delivery_id(event: Mapping[str, Any]) -> str:
+    """The event's ``webhook-id``: a function of its type and job, so every retry and every
+    redelivery of one announcement carries the same id (and the id is header-safe
+    whatever characters an upstream system put in its job id)."""
+    digest = hashlib.sha256(f"{event['type']}\0{event['job_id']}".encode()).hexdigest()
+    return f"msg_{digest[:32]}"
 
 
 def job_event(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,26 +125,31 @@ def deliver(
     url: str,
     event: Mapping[str, Any],
     policy: WebhookPolicy,
+    signing_secrets: Sequence[str],
     sleep: Callable[[float], None] = time.sleep,
     deadline: float | None = None,
 ) -> bool:
     """POST ``event`` to ``url`` until a 2xx or the attempts run out; True if delivered.
 
-    A URL the SSRF guard refuses is recorded once and never retried. Without a signing
-    secret nothing is sent: an unsigned webhook could be forged by anyone. With a
+    Every attempt is signed anew (a fresh timestamp, the same delivery id) with each of
+    the customer's ``signing_secrets``. A URL the SSRF guard refuses is recorded once
+    and never retried. Without a signing secret nothing is sent: an unsigned webhook
+    could be forged by anyone. With a
     ``deadline`` (a ``time.monotonic()`` instant) every attempt ends by it and no backoff
     starts that would end past it; running out of time is recorded as a failed attempt
     whose error starts with ``stage_timeout`` and returns False rather than raising, so
     the caller's other notifications carry on.
     """
-    if not policy.secret:
+    if not signing_secrets:
         log.warning(
-            "webhook not sent: VI_WEBHOOK_SIGNING_SECRET is not set", extra={"job_id": job_id}
+            "webhook not sent: no signing secret (VI_WEBHOOK_SECRETS_KEY is not set)",
+            extra={"job_id": job_id},
         )
         return False
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
+    signed = _Signed(delivery_id(event), tuple(signing_secrets), body)
     for attempt in range(1, policy.max_attempts + 1):
-        status, error, retry = _attempt(url, body, policy, deadline)
+        status, error, retry = _attempt(url, signed, policy, deadline)
         _record(pool, job_id, url, attempt, status, error)
         if status is not None and 200 <= status < 300:
             return True
@@ -146,8 +176,26 @@ def _record(
         record_delivery(conn, job_id, url, attempt, status, error)
 
 
+@dataclass(frozen=True)
+class _Signed:
+    """What every attempt of one delivery sends: its id, the secrets and the body."""
+
+    delivery_id: str
+    secrets: tuple[str, ...] = field(repr=False)  # never in a log line or a traceback
+    body: bytes
+
+    def headers(self) -> dict[str, str]:
+        """The signature headers of an attempt made now."""
+        now = int(time.time())
+        return {
+            ID_HEADER: self.delivery_id,
+            TIMESTAMP_HEADER: str(now),
+            SIGNATURE_HEADER: signature(self.secrets, self.delivery_id, now, self.body),
+        }
+
+
 def _attempt(
-    url: str, body: bytes, policy: WebhookPolicy, deadline: float | None
+    url: str, signed: _Signed, policy: WebhookPolicy, deadline: float | None
 ) -> tuple[int | None, str | None, bool]:
     """One delivery: (HTTP status or None, error text or None, whether to retry).
 
@@ -169,7 +217,7 @@ def _attempt(
         **pinned.headers,
         "Content-Type": "application/json",
         "User-Agent": "vidinsight-webhooks/1",
-        SIGNATURE_HEADER: signature(policy.secret, int(time.time()), body),
+        **signed.headers(),
     }
     try:
         with (
@@ -177,7 +225,7 @@ def _attempt(
             connections.stream(
                 "POST",
                 pinned.url,
-                content=body,
+                content=signed.body,
                 headers=list(headers.items()),
                 extensions=pinned.extensions,
             ) as answer,

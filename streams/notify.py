@@ -2,8 +2,9 @@
 
 Reads every JobCompleted: completed jobs from synthesise, failed ones announced by the
 runtime when a message is dead-lettered. Webhooks are at least once: a worker that
-dies after sending but before its run is recorded sends again on redelivery, so the
-body carries the job id and status for the receiver to deduplicate (as Stripe's do).
+dies after sending but before its run is recorded sends again on redelivery, with the
+same ``webhook-id`` (a function of the job and its end state) for the receiver to
+deduplicate. Each is signed with the job's customer's own secrets, never another's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from sinks.customers import webhook_signing_secrets
 from sinks.jobs import get_job
 from sinks.webhooks import WebhookPolicy, deliver, job_event
 from streams.runtime import metrics
@@ -34,14 +36,19 @@ def notify(inbound: Inbound, ctx: HandlerContext) -> StageResult:
         # Scoped to the announcing customer: a request that reused another customer's job
         # id announces its own failure, and that other customer hears nothing of it.
         job = get_job(conn, ended["job_id"], ended["customer_id"])
-    if job is not None and job.get("webhook_url"):
+        url = job.get("webhook_url") if job is not None else None
+        # This customer's secrets only: no other receiver can verify (or forge) its events.
+        key = ctx.settings.webhook_secrets_key.get_secret_value()
+        signing = webhook_signing_secrets(conn, ended["customer_id"], key) if url else []
+    if job is not None and url:
         event = job_event({**job, "status": ended["status"]})
         deliver(
             ctx.pool,
             job["job_id"],
-            job["webhook_url"],
+            url,
             event,
             WebhookPolicy.from_settings(ctx.settings),
+            signing,
             deadline=ctx.deadline,
         )
     metrics.count_job_end(ended["status"], job)

@@ -43,6 +43,9 @@ class Reason(StrEnum):
     NO_STREAMS = "no_streams"
     TOO_LONG = "too_long"
     TOO_LARGE = "too_large"
+    # A video picture (declared by its stream, or decoded) of more pixels than
+    # VI_MAX_PICTURE_PIXELS.
+    PICTURE_TOO_LARGE = "picture_too_large"
     SOURCE_FORBIDDEN = "source_forbidden"
     SOURCE_UNREACHABLE = "source_unreachable"
     INVALID_LLM_OUTPUT = "invalid_llm_output"
@@ -79,6 +82,16 @@ class Reason(StrEnum):
     OVERLOADED = "overloaded"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     JOB_NOT_COMPLETED = "job_not_completed"
+    # The customer's uploads (held or being received) would pass their count or byte
+    # quota (VI_UPLOAD_MAX_*_PER_CUSTOMER or the customer's own): 413, waiting alone
+    # frees nothing; delete uploads or ask for a larger quota.
+    UPLOAD_QUOTA_EXCEEDED = "upload_quota_exceeded"
+    # DELETE of an upload a queued or running job still reads.
+    UPLOAD_IN_USE = "upload_in_use"
+    # A request body over its route's limit (JSON routes: VI_GATEWAY_MAX_JSON_BYTES).
+    BODY_TOO_LARGE = "body_too_large"
+    # A customer already holds VI_GATEWAY_SSE_MAX_STREAMS_PER_CUSTOMER event streams.
+    TOO_MANY_STREAMS = "too_many_streams"
 
 
 class VidinsightError(Exception):

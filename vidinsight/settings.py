@@ -118,6 +118,22 @@ class Settings(BaseSettings):
     gateway_port: int = 8000
     # Largest upload accepted; a bigger body is cut off and answered with 413.
     gateway_max_upload_bytes: int = 10 * 1024**3
+    # Per-customer upload quotas (`vidinsight uploads set-quota` overrides them per
+    # customer): uploads held at once and their bytes, counting uploads still arriving;
+    # an upload that would pass either is refused 413 upload_quota_exceeded. A body of
+    # unknown length reserves quota in steps of upload_quota_step_bytes as it arrives.
+    upload_max_count_per_customer: int = 1000
+    upload_max_bytes_per_customer: int = 100 * 1024**3
+    upload_quota_step_bytes: int = 8 * 1024**2
+    # An upload no queued or running job reads is deleted (blob and row) this long after
+    # it was stored, or after the last job that read it finished, whichever is later.
+    upload_ttl_hours: float = 72.0
+    # Storage held by uploads is billed at deletion and, for uploads held longer, once
+    # per this many hours.
+    upload_billing_period_hours: float = 24.0
+    # How often a gateway runs the upload sweeper (expiry, storage billing; one gateway at
+    # a time); 0: never (run `vidinsight uploads expire` from cron instead).
+    upload_sweep_interval_seconds: float = 300.0
     # The topic job requests are produced to; empty means the catalogue's vi.jobs.requested.
     gateway_jobs_topic: str = ""
     # How long the outbox relay (and shutdown) waits for Kafka to acknowledge job requests;
@@ -141,14 +157,29 @@ class Settings(BaseSettings):
         "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com"
     )
     firebase_clock_skew_seconds: int = 5
-    # Live progress (SSE): how often a stream looks for changes, and how long it lasts.
+    # A token whose key id the cached JWKS lacks refetches it at most once per this many
+    # seconds; in between such tokens are refused 401 without asking Google.
+    firebase_jwks_min_refetch_seconds: float = 30.0
+    # Live progress (SSE): how often the process's one poller reads the watched jobs, how
+    # long a stream lasts, and how many streams one customer may hold open per process.
     gateway_sse_poll_seconds: float = 0.5
     gateway_sse_max_seconds: float = 300.0
+    gateway_sse_max_streams_per_customer: int = 10
+    # Largest body of a JSON route (uploads stream under gateway_max_upload_bytes instead);
+    # a bigger declared or streamed body is refused 413 body_too_large before it is parsed.
+    gateway_max_json_bytes: int = 64 * 1024
+    # /readyz answers from the last background round of probes, run this often.
+    gateway_readiness_interval_seconds: float = 5.0
+    # How often the in-flight job gauges are read from PostgreSQL (never per scrape).
+    gateway_jobs_metrics_interval_seconds: float = 15.0
     # PostHog product analytics: off while the key is empty.
     posthog_api_key: str = ""
     posthog_host: str = "https://us.i.posthog.com"
-    # Webhooks (sinks/webhooks.py): HMAC-SHA256 secret (unset: no webhook is sent) and retries.
-    webhook_signing_secret: str = ""
+    # Webhooks (sinks/webhooks.py): each customer's signing secrets are derived from this
+    # key and a nonce stored per secret (docs/decisions/0010-webhook-signing.md), so a
+    # database read alone cannot sign. Unset: no webhook is sent, no secret is issued.
+    # Changing it changes every customer's secret. Then the retries.
+    webhook_secrets_key: SecretStr = SecretStr("")
     webhook_max_attempts: int = 6
     webhook_backoff_initial_seconds: float = 1.0
     webhook_backoff_max_seconds: float = 60.0
@@ -180,7 +211,13 @@ class Settings(BaseSettings):
     # Empty: file:// under state_dir/blobs; s3://bucket/prefix needs s3fs (fsspec).
     blob_root_uri: str = ""
     max_media_bytes: int = 8 * 1024**3
+    # Measured on the packets and the decoded audio and frames, not taken from the
+    # container's word: a file that plays longer fails too_long as soon as it is seen.
     max_duration_seconds: float = 6 * 3600.0
+    # Width x height of the largest picture decoded: 8K DCI (8192x4320; 8K UHD and every
+    # smaller format fit). A decoded 8K frame is ~53 MB; the decoder refuses bigger ones
+    # before allocating them, and the job fails picture_too_large.
+    max_picture_pixels: int = 8192 * 4320
     fetch_timeout_seconds: float = 600.0
     fetch_connect_timeout_seconds: float = 10.0
     fetch_max_redirects: int = 5
@@ -194,6 +231,9 @@ class Settings(BaseSettings):
     scene_frame_width_pixels: int = 96
     scene_cut_threshold: float = 20.0
     scene_min_seconds: float = 0.6
+    # Keyframes are stored scaled down to this width (and thumbnails to the next), one
+    # at a time as they are decoded, so a long video's keyframes never pile up in memory.
+    keyframe_width_pixels: int = 1280
     thumbnail_width_pixels: int = 160
     # Speech-to-text: "faster-whisper" (offline) or "litellm" (managed, stt_model below).
     transcriber: str = "faster-whisper"

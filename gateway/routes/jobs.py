@@ -27,7 +27,6 @@ from gateway.outbox import hit_after_insert_failpoint
 from media.fetch import parse_networks, resolve_and_validate
 from sinks.budgets import ensure_within_budget
 from sinks.db import Connection, transaction
-from sinks.deliveries import get_upload
 from sinks.jobs import (
     count_in_flight,
     create_job,
@@ -35,6 +34,7 @@ from sinks.jobs import (
     set_status,
 )
 from sinks.stage_runs import runs_for_job, runs_for_jobs
+from sinks.uploads import get_upload
 from telemetry.analytics import JOB_SUBMITTED
 from vidinsight.errors import PermanentError, Reason
 

@@ -159,6 +159,7 @@ def gateway_settings(base: Settings, firebase_keys: FirebaseKeys, **overrides: A
         "firebase_project_id": FIREBASE_PROJECT,
         "firebase_jwks_url": firebase_keys.url,
         "gateway_relay_interval_seconds": 0,  # off unless a test is about the relay
+        "upload_sweep_interval_seconds": 0,  # off: a sweep is global, tests run their own
     }
     values.update(overrides)
     if "gateway_jobs_topic" not in values:

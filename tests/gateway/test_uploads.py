@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from sinks.db import Pool, transaction
-from sinks.deliveries import get_upload
+from sinks.uploads import get_upload
 from tests.gateway.conftest import Customer, GatewayFactory, RunningGateway
 
 MEDIA = {"Content-Type": "video/mp4"}

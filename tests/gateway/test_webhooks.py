@@ -1,25 +1,34 @@
-"""Webhooks: signed over timestamp and body, retried with backoff, every attempt recorded,
-never sent to an address the SSRF guard refuses, and bounded in time as a whole exchange
-(a receiver that drips its headers or never ends its answer cannot hold notifications)."""
+"""Webhooks: signed over delivery id, timestamp and body (Standard Webhooks), checked by
+the documented verifier, retried with backoff under one delivery id, every attempt
+recorded, never sent to an address the SSRF guard refuses, and bounded in time as a whole
+exchange (a receiver that drips its headers or never ends its answer cannot hold
+notifications)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import base64
 import json
+import re
+import runpy
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import pytest
 
 from media.fetch import parse_networks
 from sinks.db import Pool, transaction
 from sinks.deliveries import job_deliveries
-from sinks.webhooks import SIGNATURE_HEADER, WebhookPolicy, deliver, job_event
+from sinks.webhooks import ID_HEADER, WebhookPolicy, deliver, delivery_id, job_event
 from tests.fixtures.network import Receiver, StallingHttpServer
+from vidinsight.settings import REPO_ROOT
 
-SECRET = "whsec_test"
+SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+# The receiver's verifier exactly as docs/integration.md shows it.
+VERIFIER = REPO_ROOT / "examples" / "verify_webhook.py"
+Verifier = Callable[..., bool]
+verify_webhook = cast(Verifier, runpy.run_path(str(VERIFIER))["verify"])
 # A stalling receiver is given this long...
 DEADLINE_SECONDS = 3.0
 # ...and must be given up no later than this after it, even on a loaded two-core machine.
@@ -37,7 +46,6 @@ def policy(
     allowed: str = "", timeout_seconds: float = 5, backoff_initial_seconds: float = 0.05
 ) -> WebhookPolicy:
     return WebhookPolicy(
-        secret=SECRET,
         max_attempts=4,
         backoff_initial_seconds=backoff_initial_seconds,
         backoff_max_seconds=backoff_initial_seconds * 20,
@@ -46,12 +54,28 @@ def policy(
     )
 
 
-def verify(headers: dict[str, str], body: bytes, tolerance_seconds: int = 300) -> bool:
-    """What a receiver does: recompute the HMAC over "<t>." + body, check the timestamp."""
-    fields = dict(part.split("=", 1) for part in headers[SIGNATURE_HEADER].split(","))
-    expected = hmac.new(SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256)
-    fresh = abs(time.time() - int(fields["t"])) <= tolerance_seconds
-    return fresh and hmac.compare_digest(expected.hexdigest(), fields["v1"])
+def verify(headers: Mapping[str, str], body: bytes, secret: str = SECRET, **now: Any) -> bool:
+    """What a receiver does (the documented verifier), with this module's secret."""
+    return verify_webhook(secret, headers, body, **now)
+
+
+def send(
+    db_pool: Pool,
+    job_id: str,
+    url: str,
+    event: Mapping[str, Any],
+    rules: WebhookPolicy,
+    signing: Sequence[str] = (SECRET,),
+    **options: Any,
+) -> bool:
+    """``deliver`` signed with this module's secret unless told otherwise."""
+    return deliver(db_pool, job_id, url, event, rules, signing, **options)
+
+
+def test_the_integration_guide_shows_the_verifier_the_tests_run() -> None:
+    guide = (REPO_ROOT / "docs" / "integration.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
+    assert VERIFIER.read_text() in blocks
 
 
 def test_webhook_is_signed_retried_with_backoff_and_recorded(
@@ -61,12 +85,16 @@ def test_webhook_is_signed_retried_with_backoff_and_recorded(
     url = f"http://127.0.0.1:{receiver.port}/hooks/vidinsight"
     event = job_event({"job_id": job_id, "status": "failed", "error_reason": "corrupt_media"})
     pauses: list[float] = []
-    assert deliver(db_pool, job_id, url, event, policy("127.0.0.0/8"), sleep=pauses.append)
+    assert send(db_pool, job_id, url, event, policy("127.0.0.0/8"), sleep=pauses.append)
     assert pauses == [0.05, 0.1]  # exponential backoff between the three attempts
     assert len(receiver.calls) == 3
+    # Every attempt is signed, under the one id a receiver deduplicates on.
+    assert {headers[ID_HEADER] for headers, _ in receiver.calls} == {delivery_id(event)}
+    assert all(verify(headers, body) for headers, body in receiver.calls)
     headers, body = receiver.calls[-1]
-    assert verify(headers, body)
     assert not verify(headers, body.replace(b"failed", b"completed"))  # tampering shows
+    assert not verify({**headers, ID_HEADER: "msg_other"}, body)  # so does another id
+    assert not verify(headers, body, now=time.time() + 301)  # and a replay after 5 minutes
     assert headers["Host"] == f"127.0.0.1:{receiver.port}"
     assert json.loads(body) == {
         "type": "job.failed",
@@ -89,7 +117,7 @@ def test_inward_addresses_are_refused_after_resolution(
     job_id = f"job_{uuid.uuid4().hex}"
     url = f"http://{host}:{receiver.port}/steal"
     event = job_event({"job_id": job_id, "status": "completed"})
-    assert not deliver(db_pool, job_id, url, event, policy(), sleep=lambda _s: None)
+    assert not send(db_pool, job_id, url, event, policy(), sleep=lambda _s: None)
     assert receiver.calls == []
     with transaction(db_pool) as conn:
         attempts = job_deliveries(conn, job_id)
@@ -121,7 +149,7 @@ def test_a_stalling_receiver_fails_at_the_deadline_and_the_next_webhook_goes_out
     slow_job, next_job = f"job_{uuid.uuid4().hex}", f"job_{uuid.uuid4().hex}"
     rules = policy("127.0.0.0/8", timeout_seconds=60)
     deadline = time.monotonic() + DEADLINE_SECONDS
-    delivered = deliver(
+    delivered = send(
         db_pool,
         slow_job,
         stalling.url("/hooks"),
@@ -141,7 +169,7 @@ def test_a_stalling_receiver_fails_at_the_deadline_and_the_next_webhook_goes_out
     try:
         url = f"http://127.0.0.1:{normal.port}/hooks"
         event = job_event({"job_id": next_job, "status": "completed"})
-        assert deliver(db_pool, next_job, url, event, rules, deadline=time.monotonic() + 30)
+        assert send(db_pool, next_job, url, event, rules, deadline=time.monotonic() + 30)
     finally:
         normal.close()
     assert len(normal.calls) == 1
@@ -157,7 +185,7 @@ def test_the_attempt_timeout_bounds_each_whole_exchange(
     timeout = 1.0
     pauses: list[float] = []
     began = time.monotonic()
-    delivered = deliver(
+    delivered = send(
         db_pool,
         job_id,
         stalling.url("/hooks"),
@@ -183,7 +211,7 @@ def test_no_backoff_starts_that_would_end_past_the_deadline(db_pool: Pool) -> No
     job_id = f"job_{uuid.uuid4().hex}"
     pauses: list[float] = []
     try:
-        delivered = deliver(
+        delivered = send(
             db_pool,
             job_id,
             f"http://127.0.0.1:{failing.port}/hooks",
@@ -207,8 +235,17 @@ def test_a_passed_deadline_sends_nothing_and_says_so(receiver: Receiver, db_pool
     url = f"http://127.0.0.1:{receiver.port}/hooks"
     event = job_event({"job_id": job_id, "status": "completed"})
     passed = time.monotonic()
-    assert not deliver(db_pool, job_id, url, event, policy("127.0.0.0/8"), deadline=passed)
+    assert not send(db_pool, job_id, url, event, policy("127.0.0.0/8"), deadline=passed)
     assert receiver.calls == []
     assert attempts_of(db_pool, job_id) == [
         (1, None, "stage_timeout: not sent: the deadline has passed")
     ]
+
+
+def test_without_a_signing_secret_nothing_is_sent(receiver: Receiver, db_pool: Pool) -> None:
+    """An unsigned webhook could be forged by anyone, so none is sent."""
+    job_id = f"job_{uuid.uuid4().hex}"
+    url = f"http://127.0.0.1:{receiver.port}/hooks"
+    event = job_event({"job_id": job_id, "status": "completed"})
+    assert not send(db_pool, job_id, url, event, policy("127.0.0.0/8"), signing=())
+    assert receiver.calls == []
