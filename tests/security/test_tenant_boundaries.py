@@ -112,7 +112,7 @@ def test_a_job_id_that_names_a_path_writes_nothing_outside_the_store(
         f"..%2F..%2F..%2F..%2F..%2F..%2F..{target}".replace("/", "%2F"),
         f"job-{run}/../../../../escape",
         f"job-{run}\\..\\..\\escape",
-        "x" * 200,
+        run + "x" * 200,
     ]
     media_pipeline.start("ingest", VI_FETCH_ALLOWED_NETWORKS="127.0.0.1/32")
     source = f"http://127.0.0.1:{public_server.server_port}/talk.mp4"
