@@ -1,15 +1,19 @@
-"""Uploads: the body streamed to a blob, its size and digest, the size cap."""
+"""Uploads: the body streamed to a blob, its size and digest, the size cap, the listing,
+and the quota an abandoned upload gives back."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
 from sinks.db import Pool, transaction
-from sinks.uploads import get_upload
+from sinks.uploads import UploadUsage, get_upload, upload_usage
 from tests.gateway.conftest import Customer, GatewayFactory, RunningGateway
 
 MEDIA = {"Content-Type": "video/mp4"}
@@ -112,3 +116,55 @@ def test_multipart_file_over_the_cap_is_413(
             "/v1/uploads", files={"file": ("big.mp4", os.urandom(1024 * 1024 + 1), "video/mp4")}
         )
     assert answer.status_code == 413
+
+
+def test_listing_shows_own_uploads_with_expiry_and_quota(
+    gateway: RunningGateway, customer: Customer, other_customer: Customer
+) -> None:
+    body = os.urandom(70_000)
+    with gateway.client(customer) as client:
+        created = client.post("/v1/uploads", content=body, headers=MEDIA).json()
+        listed = client.get("/v1/uploads")
+    with gateway.client(other_customer) as client:
+        theirs = client.get("/v1/uploads")
+    assert listed.status_code == 200, listed.text
+    [view] = listed.json()["uploads"]
+    assert view["upload_id"] == created["upload_id"]
+    assert (view["bytes"], view["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+    stored = datetime.fromisoformat(view["created_at"])
+    expires = datetime.fromisoformat(view["expires_at"])
+    assert expires - stored == timedelta(hours=gateway.settings.upload_ttl_hours)
+    assert listed.json()["quota"] == {
+        "max_count": gateway.settings.upload_max_count_per_customer,
+        "max_bytes": gateway.settings.upload_max_bytes_per_customer,
+        "count": 1,
+        "bytes": len(body),
+    }
+    assert theirs.json()["uploads"] == []
+
+
+def test_an_upload_the_client_abandons_gives_its_quota_back(
+    gateway: RunningGateway, customer: Customer, db_pool: Pool
+) -> None:
+    with socket.create_connection(("127.0.0.1", gateway.settings.gateway_port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/uploads HTTP/1.1\r\nHost: gateway\r\nContent-Type: video/mp4\r\n"
+            + f"Authorization: Bearer {customer.api_key}\r\n".encode()
+            + b"Content-Length: 4194304\r\n\r\n"
+            + os.urandom(300_000)
+        )
+        deadline = time.monotonic() + 10
+        while _usage(db_pool, customer).count == 0:  # the reservation is taken
+            assert time.monotonic() < deadline, "the upload never reserved its quota"
+            time.sleep(0.05)
+    deadline = time.monotonic() + 10
+    while _usage(db_pool, customer) != UploadUsage(count=0, bytes=0):
+        assert time.monotonic() < deadline, "the abandoned upload still holds quota"
+        time.sleep(0.05)
+    folder = gateway.settings.state_dir / "blobs" / "uploads" / customer.customer_id
+    assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def _usage(pool: Pool, customer: Customer) -> UploadUsage:
+    with transaction(pool) as conn:
+        return upload_usage(conn, customer.customer_id)
