@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sinks.db import Connection
+from telemetry.redaction import public_message, redact
 
 
 def record_delivery(
@@ -15,11 +16,14 @@ def record_delivery(
     status_code: int | None,
     error: str | None = None,
 ) -> None:
-    """Append one webhook attempt and what the customer's endpoint answered."""
+    """Append one webhook attempt and what the customer's endpoint answered.
+
+    A receiver's URL often carries its token in the query: it is stored without it.
+    """
     conn.execute(
         "INSERT INTO webhook_deliveries (job_id, url, attempt, status_code, error)"
         " VALUES (%s, %s, %s, %s, %s)",
-        (job_id, url, attempt, status_code, error),
+        (job_id, redact(url), attempt, status_code, error and public_message(error)),
     )
 
 
