@@ -25,18 +25,17 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from inference.transcriber import transcriber_from_settings
 from inference.transcriber_whisper import default_model_dir
-from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
-from media.chunking import plan_chunks
-from media.keyframes import encode_jpeg
+from media.audio import extract_audio
 from media.scenes import detect_scenes
 from media.tools import run_ffmpeg
+from sinks.blobs import BlobStore
+from streams.preprocess import MediaWork, Prepared, prepare
 from tests.fixtures.media import ESPEAK_RATE_HZ, build_speech
 from tests.fixtures.media import write_wav as write_speech
 from tests.inference.test_transcriber import wer
@@ -114,33 +113,18 @@ def timed(action: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - began, value
 
 
-def preprocess(video: Path, folder: Path) -> list[float]:
-    """What the preprocess stage does, minus the blob store and Kafka: its cut times."""
-    settings = get_settings()
-
-    def audio() -> int:
-        samples = read_wav(extract_audio(video, folder / "audio.wav"))
-        spans = plan_chunks(samples, SAMPLE_RATE_HZ, target_seconds=settings.chunk_seconds,
-                            search_seconds=settings.chunk_search_seconds)  # fmt: skip
-        for span in spans:
-            write_wav(folder / f"c{span.index}.wav", samples[span.start_sample : span.end_sample])
-        return len(spans)
-
-    def scenes() -> list[float]:
-        analysis = detect_scenes(video, frame_width=settings.scene_frame_width_pixels,
-                                 cut_threshold=settings.scene_cut_threshold,
-                                 min_scene_seconds=settings.scene_min_seconds)  # fmt: skip
-        for scene in analysis.scenes:
-            if scene.keyframe is not None:
-                encode_jpeg(scene.keyframe)
-                encode_jpeg(scene.keyframe, settings.thumbnail_width_pixels)
-        return analysis.cuts
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        chunks = pool.submit(audio)
-        cuts = pool.submit(scenes)
-        chunks.result()
-        return cuts.result()
+def preprocess(video: Path, folder: Path, seconds: float) -> Prepared:
+    """What the preprocess stage does (its own functions) minus Kafka: chunks, scenes and
+    keyframes of ``video`` (``seconds`` long), stored to a blob store in ``folder``."""
+    work = MediaWork(
+        settings=get_settings(),
+        blobs=BlobStore(folder.resolve().as_uri()),
+        job_id="bench",
+        media=video,
+        ingested_seconds=seconds,
+        deadline=None,
+    )
+    return prepare(work, has_audio=True, has_video=True)
 
 
 def pyscenedetect_cuts(video: Path) -> list[float]:
@@ -172,11 +156,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         floor, _ = timed(lambda: run_ffmpeg(["-i", str(talk.video), "-f", "null", "-"]))
-        ours, _ = timed(lambda: preprocess(talk.video, folder))
+        ours, _ = timed(lambda: preprocess(talk.video, folder, SECONDS))
         print(f"P  preprocess {ours:.1f} s = {SECONDS / ours:.0f}x real time "
               f"[{verdict(SECONDS / ours >= 70)} >= 70x]; decode floor {floor:.1f} s, "
               f"ratio {ours / floor:.2f} [{verdict(ours / floor <= 1.3)} <= 1.3]")  # fmt: skip
-        scene_time, analysis = timed(lambda: detect_scenes(talk.video, keep_keyframes=False))
+        scene_time, analysis = timed(lambda: detect_scenes(talk.video))
         theirs, their_cuts = timed(lambda: pyscenedetect_cuts(talk.video))
         ours_f1, their_f1 = f1(analysis.cuts, talk.cuts), f1(their_cuts, talk.cuts)
         speedup = theirs / scene_time

@@ -3,19 +3,27 @@
 Each cut goes to the quietest short window within a search range around the target
 length. Speech always has pauses between sentences and phrases far longer than one
 window, so the quietest window near the target is a pause, not the middle of a word.
+The levels are measured over the WAV a block at a time, so memory does not grow with
+the length of the audio beyond 4 bytes per 20 ms.
 """
 
 from __future__ import annotations
 
 import itertools
+import wave
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from media.audio import read_frames
 
 # Loudness is measured over 20 ms frames; a cut lands in the middle of the quietest
 # run of this many frames (200 ms), so it sits inside a pause, not at its edge.
 FRAME_SECONDS = 0.02
 QUIET_RUN_FRAMES = 10
+# Frames read from the WAV at a time (10 s).
+BLOCK_FRAMES = 500
 
 
 @dataclass(frozen=True)
@@ -44,19 +52,28 @@ def frame_energy(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     return np.sqrt(np.mean(frames * frames, axis=1))
 
 
-def plan_chunks(
-    samples: np.ndarray,
-    sample_rate_hz: int,
-    *,
-    target_seconds: float,
-    search_seconds: float,
-) -> list[ChunkSpan]:
+def wav_energy(wav: Path) -> tuple[np.ndarray, int, int]:
+    """Level of each 20 ms frame of a 16-bit mono WAV, its sample count and its rate.
+
+    Read a block at a time: memory is the levels (4 bytes per 20 ms: 4.3 MB for six
+    hours), never the samples (a whole-track float copy of six hours is 1.4 GB).
+    """
+    parts = []
+    with wave.open(str(wav), "rb") as handle:
+        rate, total = handle.getframerate(), handle.getnframes()
+        frame = max(1, int(rate * FRAME_SECONDS))
+        for start in range(0, total, frame * BLOCK_FRAMES):
+            parts.append(frame_energy(read_frames(handle, start, frame * BLOCK_FRAMES), rate))
+    energy = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return energy, total, rate
+
+
+def plan_chunks(wav: Path, *, target_seconds: float, search_seconds: float) -> list[ChunkSpan]:
     """Chunks of about ``target_seconds`` each, every cut in the quietest spot near the target."""
-    total = len(samples)
+    energy, total, sample_rate_hz = wav_energy(wav)
     if total == 0:
         return []
     frame = max(1, int(sample_rate_hz * FRAME_SECONDS))
-    energy = frame_energy(samples, sample_rate_hz)
     # Sum of each run of QUIET_RUN_FRAMES frames starting at frame i.
     runs = np.convolve(energy, np.ones(QUIET_RUN_FRAMES), mode="valid") if len(energy) else energy
     cuts = [0]

@@ -6,7 +6,7 @@ fails the job with a clear message instead of crashing on it later in the pipeli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -77,9 +77,20 @@ def looks_like_media(path: Path) -> bool:
 
 
 def probe(
-    path: Path, *, max_bytes: int, max_duration_seconds: float, deadline: float | None = None
+    path: Path,
+    *,
+    max_bytes: int,
+    max_duration_seconds: float,
+    max_picture_pixels: int,
+    deadline: float | None = None,
 ) -> MediaInfo:
     """Probe ``path``, or raise PermanentError with the reason it cannot be processed.
+
+    The duration is measured, not believed: every packet is demuxed (not decoded, so
+    six hours take seconds) and the media's length is how far its packets reach, so a
+    container that declares one second and holds ten hours fails too_long, as soon as
+    its packets pass ``max_duration_seconds``. A container that declares no duration
+    (a live recording, MPEG-TS) is measured the same way.
 
     ``deadline`` (a ``time.monotonic()`` instant) is checked before opening and between
     demuxed packets: StageTimeout once it has passed, so a file whose packets never end
@@ -97,7 +108,9 @@ def probe(
         container = av.open(str(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
         if looks_like_media(path):
-            raise PermanentError(Reason.CORRUPT_MEDIA, f"the media cannot be read: {exc}") from exc
+            raise PermanentError(
+                Reason.CORRUPT_MEDIA, f"the media cannot be read: {exc.strerror}"
+            ) from exc
         raise PermanentError(Reason.NOT_MEDIA, "the file is not a media file") from exc
     with container:
         info = _describe(container, size)
@@ -105,20 +118,45 @@ def probe(
             raise PermanentError(
                 Reason.NO_STREAMS, "the file has neither an audio nor a video stream"
             )
-        played = _played_seconds(container, deadline)
-    if info.duration_seconds > max_duration_seconds:
-        raise PermanentError(
-            Reason.TOO_LONG,
-            f"the media plays {info.duration_seconds:.1f} s, more than the maximum of"
-            f" {max_duration_seconds:.0f} s",
-        )
+        if info.video is not None:
+            check_picture(info.video.width, info.video.height, max_picture_pixels)
+        if info.duration_seconds > max_duration_seconds:
+            raise PermanentError(
+                Reason.TOO_LONG,
+                f"the media plays {info.duration_seconds:.1f} s, more than the maximum of"
+                f" {max_duration_seconds:.0f} s",
+            )
+        played = _played_seconds(container, info.duration_seconds, max_duration_seconds, deadline)
     if played < _MIN_PLAYED_FRACTION * info.duration_seconds:
         raise PermanentError(
             Reason.CORRUPT_MEDIA,
             f"the media is truncated: it declares {info.duration_seconds:.1f} s but its data"
             f" ends at {played:.1f} s",
         )
-    return info
+    return replace(info, duration_seconds=max(info.duration_seconds, played))
+
+
+def check_picture(width: int, height: int, max_pixels: int) -> None:
+    """PermanentError(picture_too_large) for a picture of more than ``max_pixels``: decoding
+    one costs memory in proportion (1.5 bytes a pixel, several frames in flight)."""
+    if width * height > max_pixels:
+        raise PermanentError(
+            Reason.PICTURE_TOO_LARGE,
+            f"the video picture is {width}x{height} ({width * height} pixels), more than the"
+            f" maximum of {max_pixels} pixels",
+        )
+
+
+def too_long(read_seconds: float, max_seconds: float, declared_seconds: float) -> PermanentError:
+    """The too_long failure of media found, while reading it, to play past ``max_seconds``;
+    it says what was declared (by the container, or by ingest to the later stages), since
+    that is what the file's owner was told."""
+    declared = f"{declared_seconds:.1f} s" if declared_seconds > 0 else "no duration"
+    return PermanentError(
+        Reason.TOO_LONG,
+        f"the media plays longer than the maximum of {max_seconds:.0f} s (its data reaches"
+        f" {read_seconds:.1f} s; {declared} declared)",
+    )
 
 
 def _describe(container: av.container.InputContainer, size: int) -> MediaInfo:
@@ -150,18 +188,34 @@ def _describe(container: av.container.InputContainer, size: int) -> MediaInfo:
     )
 
 
-def _played_seconds(container: av.container.InputContainer, deadline: float | None) -> float:
-    """How far the file's packets reach: demuxing (no decoding) finds truncation cheaply."""
+def _played_seconds(
+    container: av.container.InputContainer,
+    declared_seconds: float,
+    max_seconds: float,
+    deadline: float | None,
+) -> float:
+    """How far the file's packets reach: demuxing (no decoding) measures the media cheaply.
+
+    The length is the later of the last packet's end and, per stream, the sum of its
+    packets' durations (timestamps that stand still do not hide the data behind them).
+    Raises too_long as soon as it passes ``max_seconds``.
+    """
     streams = [s for s in (*container.streams.video[:1], *container.streams.audio[:1])]
     end = 0.0
+    summed = dict.fromkeys(range(len(container.streams)), 0.0)
     try:
         for packet in container.demux(streams):
             remaining_seconds(deadline, "demuxing the media to find where it ends")
-            if packet.pts is None or packet.time_base is None:
+            if packet.time_base is None:
                 continue
-            stop = (packet.pts + (packet.duration or 0)) * packet.time_base
-            start_offset = packet.stream.start_time or 0
-            end = max(end, float(stop - start_offset * packet.time_base))
+            summed[packet.stream.index] += float((packet.duration or 0) * packet.time_base)
+            if packet.pts is not None:
+                stop = (packet.pts + (packet.duration or 0)) * packet.time_base
+                start_offset = packet.stream.start_time or 0
+                end = max(end, float(stop - start_offset * packet.time_base))
+            played = max(end, summed[packet.stream.index])
+            if played > max_seconds:
+                raise too_long(played, max_seconds, declared_seconds)
     except av.error.FFmpegError as exc:
-        raise PermanentError(Reason.CORRUPT_MEDIA, f"the media is corrupt: {exc}") from exc
-    return end
+        raise PermanentError(Reason.CORRUPT_MEDIA, f"the media is corrupt: {exc.strerror}") from exc
+    return max(end, *summed.values())

@@ -114,6 +114,7 @@ def ingest(inbound: Inbound, ctx: HandlerContext, output_topic: str) -> StageRes
             path,
             max_bytes=ctx.settings.max_media_bytes,
             max_duration_seconds=ctx.settings.max_duration_seconds,
+            max_picture_pixels=ctx.settings.max_picture_pixels,
             deadline=ctx.deadline,
         )
     costs: list[Mapping[str, Any]] = [

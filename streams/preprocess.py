@@ -3,7 +3,9 @@
 The audio is cut at silences into chunks of about ``chunk_seconds`` so transcription
 fans out across consumers; scenes and their keyframes go to PostgreSQL and the blob
 store. Audio extraction (an FFmpeg process) and scene detection (OpenCV in this
-process) run side by side, one core each. Media without audio has no chunks: the
+process) run side by side, one core each, in memory that does not grow with the
+media's length (bench/media_memory.py measures it), and each stops as soon as what it
+has decoded passes the maximum duration or picture size. Media without audio has no chunks: the
 job goes on with visual insights only, so this stage announces its (empty)
 transcript itself.
 """
@@ -14,72 +16,129 @@ import tempfile
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
+from media.audio import copy_span, extract_audio
 from media.chunking import ChunkSpan, plan_chunks
-from media.keyframes import encode_jpeg
-from media.scenes import SceneAnalysis, detect_scenes
+from media.keyframes import encode_jpeg, keyframes
+from media.scenes import detect_scenes
+from sinks.blobs import BlobStore
 from sinks.db import Connection
 from sinks.jobs import get_job
 from sinks.scenes import save_scenes
 from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from topics.catalogue import TRANSCRIPTS_READY_TOPIC
+from vidinsight.settings import Settings
 
 
-def cut_audio(ctx: HandlerContext, media: Path, folder: Path) -> list[tuple[ChunkSpan, str, int]]:
-    """Extract 16 kHz mono audio, cut it at silences, store each chunk: (span, uri, bytes)."""
-    settings, store, job_id = ctx.settings, ctx.blobs, ctx.inbound.job_id
-    samples = read_wav(extract_audio(media, folder / "audio.wav", deadline=ctx.deadline))
+@dataclass(frozen=True)
+class MediaWork:
+    """One media blob to preprocess and what that needs of a handler's context (the
+    memory bench runs the same work with a blob store of its own and no Kafka)."""
+
+    settings: Settings
+    blobs: BlobStore
+    job_id: str
+    media: Path
+    # The media's length as ingest measured it: only said back in a too_long message.
+    ingested_seconds: float
+    deadline: float | None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What preprocessing stored: the chunks (span, uri, bytes), the scene rows, and
+    the bytes of their keyframes and thumbnails."""
+
+    chunks: list[tuple[ChunkSpan, str, int]]
+    scene_rows: list[dict[str, Any]]
+    frame_bytes: int
+
+
+def prepare(work: MediaWork, *, has_audio: bool, has_video: bool) -> Prepared:
+    """Audio chunks and scenes side by side, one core each."""
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        audio_job = pool.submit(cut_audio, work, Path(tmp)) if has_audio else None
+        scene_job = pool.submit(find_scenes, work) if has_video else None
+        chunks = [] if audio_job is None else audio_job.result()
+        rows, frame_bytes = ([], 0) if scene_job is None else scene_job.result()
+    return Prepared(chunks, rows, frame_bytes)
+
+
+def cut_audio(work: MediaWork, folder: Path) -> list[tuple[ChunkSpan, str, int]]:
+    """Extract 16 kHz mono audio, cut it at silences, store each chunk: (span, uri, bytes).
+
+    The audio goes to a WAV file, its levels are measured and its chunks copied out a
+    block at a time: memory does not grow with its length. Past the maximum duration of
+    decoded audio it stops (too_long), whatever the file declared.
+    """
+    settings = work.settings
+    wav = extract_audio(
+        work.media,
+        folder / "audio.wav",
+        deadline=work.deadline,
+        max_seconds=settings.max_duration_seconds,
+        declared_seconds=work.ingested_seconds,
+    )
     spans = plan_chunks(
-        samples,
-        SAMPLE_RATE_HZ,
-        target_seconds=settings.chunk_seconds,
-        search_seconds=settings.chunk_search_seconds,
+        wav, target_seconds=settings.chunk_seconds, search_seconds=settings.chunk_search_seconds
     )
     stored = []
     for span in spans:
-        piece = write_wav(
-            folder / f"chunk{span.index}.wav", samples[span.start_sample : span.end_sample]
+        piece = copy_span(
+            wav, span.start_sample, span.end_sample, folder / f"chunk{span.index}.wav"
         )
-        uri = store.put_file(piece, f"audio/{job_id}/{span.index:05d}.wav")
+        uri = work.blobs.put_file(piece, f"audio/{work.job_id}/{span.index:05d}.wav")
         stored.append((span, uri, piece.stat().st_size))
         piece.unlink()
     return stored
 
 
-def find_scenes(
-    ctx: HandlerContext, media: Path
-) -> tuple[SceneAnalysis, list[dict[str, Any]], int]:
-    """Scenes with keyframe and thumbnail blobs; the analysis, the rows and the bytes stored."""
-    settings, store, job_id = ctx.settings, ctx.blobs, ctx.inbound.job_id
+def find_scenes(work: MediaWork) -> tuple[list[dict[str, Any]], int]:
+    """Scene rows with keyframe and thumbnail blobs, and the bytes stored.
+
+    Each keyframe is decoded scaled down, stored at once and let go, so memory holds one
+    at a time. Frames past the maximum duration (too_long) or over the maximum picture
+    size (picture_too_large) stop the work, whatever the file declared.
+    """
+    settings, store, job_id = work.settings, work.blobs, work.job_id
     analysis = detect_scenes(
-        media,
+        work.media,
         frame_width=settings.scene_frame_width_pixels,
         cut_threshold=settings.scene_cut_threshold,
         min_scene_seconds=settings.scene_min_seconds,
-        deadline=ctx.deadline,
+        max_seconds=settings.max_duration_seconds,
+        max_pixels=settings.max_picture_pixels,
+        deadline=work.deadline,
     )
-    rows, stored_bytes = [], 0
-    for index, scene in enumerate(analysis.scenes):
-        row: dict[str, Any] = {
+    rows: list[dict[str, Any]] = [
+        {
             "start_seconds": scene.start_seconds,
             "end_seconds": scene.end_seconds,
             "keyframe_seconds": scene.keyframe_seconds,
         }
-        if scene.keyframe is not None:
-            keyframe = encode_jpeg(scene.keyframe)
-            thumbnail = encode_jpeg(scene.keyframe, settings.thumbnail_width_pixels)
-            row["keyframe_uri"] = store.put_bytes(keyframe, f"frames/{job_id}/{index:04d}.jpg")
-            row["thumbnail_uri"] = store.put_bytes(
-                thumbnail, f"frames/{job_id}/{index:04d}_thumb.jpg"
-            )
-            stored_bytes += len(keyframe) + len(thumbnail)
-        rows.append(row)
-    return analysis, rows, stored_bytes
+        for scene in analysis.scenes
+    ]
+    stored_bytes = 0
+    for index, image in keyframes(
+        work.media,
+        analysis.scenes,
+        max_width=settings.keyframe_width_pixels,
+        max_pixels=settings.max_picture_pixels,
+        deadline=work.deadline,
+    ):
+        keyframe = encode_jpeg(image)
+        thumbnail = encode_jpeg(image, settings.thumbnail_width_pixels)
+        rows[index]["keyframe_uri"] = store.put_bytes(keyframe, f"frames/{job_id}/{index:04d}.jpg")
+        rows[index]["thumbnail_uri"] = store.put_bytes(
+            thumbnail, f"frames/{job_id}/{index:04d}_thumb.jpg"
+        )
+        stored_bytes += len(keyframe) + len(thumbnail)
+    return rows, stored_bytes
 
 
 def preprocess(
@@ -88,20 +147,17 @@ def preprocess(
     """Chunks for transcription and scenes for analysis, from one media blob."""
     value = inbound.value
     began = time.monotonic()
-    chunks: list[tuple[ChunkSpan, str, int]] = []
-    scene_rows: list[dict[str, Any]] = []
-    frame_bytes = 0
-    with (
-        ctx.blobs.local_path(str(value["media_uri"])) as media,
-        tempfile.TemporaryDirectory() as tmp,
-        ThreadPoolExecutor(max_workers=2) as pool,
-    ):
-        audio_job = pool.submit(cut_audio, ctx, media, Path(tmp)) if value["has_audio"] else None
-        scene_job = pool.submit(find_scenes, ctx, media) if value["has_video"] else None
-        if audio_job is not None:
-            chunks = audio_job.result()
-        if scene_job is not None:
-            _, scene_rows, frame_bytes = scene_job.result()
+    with ctx.blobs.local_path(str(value["media_uri"])) as media:
+        work = MediaWork(
+            settings=ctx.settings,
+            blobs=ctx.blobs,
+            job_id=inbound.job_id,
+            media=media,
+            ingested_seconds=float(value["duration_seconds"]),
+            deadline=ctx.deadline,
+        )
+        done = prepare(work, has_audio=bool(value["has_audio"]), has_video=bool(value["has_video"]))
+    chunks = done.chunks
     language = language_hint(ctx, inbound.job_id) if chunks else None
     outputs = [
         Output(chunks_topic, "AudioChunk", f"{inbound.job_id}:{span.index}",
@@ -115,10 +171,10 @@ def preprocess(
     costs: list[Mapping[str, Any]] = [
         ctx.cost("media", "local", "media", "compute_seconds", round(time.monotonic() - began, 3))
     ]
-    stored = sum(size for _, _, size in chunks) + frame_bytes
+    stored = sum(size for _, _, size in chunks) + done.frame_bytes
     if stored:
         costs.append(ctx.cost("blobs", "storage", "blob", "storage_bytes", stored))
-    return StageResult(outputs=outputs, cost_events=costs, payload=scene_rows)
+    return StageResult(outputs=outputs, cost_events=costs, payload=done.scene_rows)
 
 
 def language_hint(ctx: HandlerContext, job_id: str) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav
+from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
 from media.chunking import plan_chunks
 from tests.fixtures.media import GeneratedMedia
 
@@ -29,7 +29,7 @@ def test_extracts_16k_mono_from_51_48k(generated_media: GeneratedMedia, tmp_path
 
 def test_chunk_cuts_fall_in_pauses(generated_media: GeneratedMedia, talk_audio: Path) -> None:
     samples = read_wav(talk_audio)
-    chunks = plan_chunks(samples, SAMPLE_RATE_HZ, target_seconds=30, search_seconds=5)
+    chunks = plan_chunks(talk_audio, target_seconds=30, search_seconds=5)
     assert len(chunks) >= 6
     assert chunks[0].start_sample == 0 and chunks[-1].end_sample == len(samples)
     for before, after in itertools.pairwise(chunks):
@@ -45,10 +45,8 @@ def test_chunk_cuts_fall_in_pauses(generated_media: GeneratedMedia, talk_audio: 
 
 
 def test_silent_and_short_audio(generated_media: GeneratedMedia, tmp_path: Path) -> None:
-    silent = read_wav(extract_audio(generated_media.file("silent.mp4"), tmp_path / "s.wav"))
-    chunks = plan_chunks(silent, SAMPLE_RATE_HZ, target_seconds=60, search_seconds=10)
+    silent = extract_audio(generated_media.file("silent.mp4"), tmp_path / "s.wav")
+    chunks = plan_chunks(silent, target_seconds=60, search_seconds=10)
     assert [(c.start_seconds, round(c.end_seconds, 1)) for c in chunks] == [(0.0, 4.0)]
-    assert (
-        plan_chunks(np.zeros(0, np.int16), SAMPLE_RATE_HZ, target_seconds=60, search_seconds=10)
-        == []
-    )
+    empty = write_wav(tmp_path / "empty.wav", np.zeros(0, np.int16))
+    assert plan_chunks(empty, target_seconds=60, search_seconds=10) == []

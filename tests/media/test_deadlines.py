@@ -7,10 +7,12 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from media.audio import extract_audio
+from media.keyframes import keyframes
 from media.probe import probe
 from media.scenes import detect_scenes, grey_frames
 from tests.fixtures.media import GeneratedMedia
@@ -22,6 +24,11 @@ DEADLINE_SECONDS = 1.5
 SLACK_SECONDS = 3.0
 # Less than a pipe holds (64 KiB on Linux), so writing it never blocks the test.
 HEAD_BYTES = 60_000
+LIMITS: dict[str, Any] = {
+    "max_bytes": 10**9,
+    "max_duration_seconds": 3600.0,
+    "max_picture_pixels": 10**6,
+}
 
 
 def ffmpeg_children() -> set[int]:
@@ -99,7 +106,7 @@ def test_a_deadline_already_passed_starts_nothing(
     with pytest.raises(StageTimeout):
         extract_audio(video, tmp_path / "audio.wav", deadline=passed)
     with pytest.raises(StageTimeout):
-        probe(video, max_bytes=10**9, max_duration_seconds=3600, deadline=passed)
+        probe(video, **LIMITS, deadline=passed)
     with pytest.raises(StageTimeout):
         detect_scenes(video, deadline=passed)
     assert not (tmp_path / "audio.wav").exists()
@@ -109,9 +116,10 @@ def test_a_far_deadline_changes_nothing(generated_media: GeneratedMedia, tmp_pat
     """The bounded calls give the same answers as unbounded ones when time is plenty."""
     far = time.monotonic() + 600
     video = generated_media.video
-    info = probe(video, max_bytes=10**9, max_duration_seconds=3600, deadline=far)
+    info = probe(video, **LIMITS, deadline=far)
     assert info.duration_seconds == pytest.approx(generated_media.duration_seconds, abs=1)
     assert extract_audio(video, tmp_path / "audio.wav", deadline=far).stat().st_size > 0
     analysis = detect_scenes(video, deadline=far)
     assert len(analysis.cuts) == len(generated_media.cut_times)
-    assert all(scene.keyframe is not None for scene in analysis.scenes)
+    found = keyframes(video, analysis.scenes, max_width=1280, max_pixels=10**6, deadline=far)
+    assert [index for index, _ in found] == list(range(len(analysis.scenes)))

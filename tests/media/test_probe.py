@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,17 @@ from vidinsight.errors import PermanentError, Reason
 
 SMALL_BYTES = 300_000
 SMALL_SECONDS = 8.0
+SMALL_PIXELS = 160 * 90
+SMALL: dict[str, Any] = {
+    "max_bytes": SMALL_BYTES,
+    "max_duration_seconds": SMALL_SECONDS,
+    "max_picture_pixels": SMALL_PIXELS,
+}
+UNLIMITED: dict[str, Any] = {
+    "max_bytes": 10**9,
+    "max_duration_seconds": 10**6,
+    "max_picture_pixels": 10**8,
+}
 
 
 @pytest.mark.parametrize(
@@ -29,7 +41,7 @@ def test_rejections_carry_their_reason(
     generated_media: GeneratedMedia, name: str, reason: Reason, says: str
 ) -> None:
     with pytest.raises(PermanentError) as caught:
-        probe(generated_media.file(name), max_bytes=SMALL_BYTES, max_duration_seconds=SMALL_SECONDS)
+        probe(generated_media.file(name), **SMALL)
     assert caught.value.reason is reason
     assert says in caught.value.message
 
@@ -42,15 +54,14 @@ def test_truncated_file_with_its_index_first_is_corrupt(
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole[: len(whole) // 3])
     with pytest.raises(PermanentError) as caught:
-        probe(cut, max_bytes=10**9, max_duration_seconds=10**6)
+        probe(cut, **UNLIMITED)
     assert caught.value.reason is Reason.CORRUPT_MEDIA
 
 
 def test_probe_describes_awkward_but_valid_files(generated_media: GeneratedMedia) -> None:
     portrait = probe(
         generated_media.file("portrait_51.mp4"),
-        max_bytes=SMALL_BYTES,
-        max_duration_seconds=SMALL_SECONDS,
+        **SMALL,
     )
     assert (portrait.video and portrait.video.width, portrait.video and portrait.video.height) == (
         90,
@@ -60,15 +71,13 @@ def test_probe_describes_awkward_but_valid_files(generated_media: GeneratedMedia
     assert (portrait.audio.channels, portrait.audio.sample_rate) == (6, 48_000)
     audio_only = probe(
         generated_media.file("audio_only.m4a"),
-        max_bytes=SMALL_BYTES,
-        max_duration_seconds=SMALL_SECONDS,
+        **SMALL,
     )
     assert audio_only.has_audio and not audio_only.has_video
     no_audio = probe(
         generated_media.file("no_audio.mp4"),
-        max_bytes=SMALL_BYTES,
-        max_duration_seconds=SMALL_SECONDS,
+        **SMALL,
     )
     assert no_audio.has_video and not no_audio.has_audio
-    talk = probe(generated_media.video, max_bytes=10**9, max_duration_seconds=10**6)
+    talk = probe(generated_media.video, **UNLIMITED)
     assert talk.duration_seconds == pytest.approx(generated_media.duration_seconds, abs=0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from media.keyframes import encode_jpeg
+from media.keyframes import encode_jpeg, keyframes
 from media.scenes import analysis_size, detect_scenes
 from tests.fixtures.media import BLURRED_SCENE, BLURRED_SECONDS, GeneratedMedia
 
@@ -40,9 +40,11 @@ def test_keyframe_is_the_sharpest_frame_not_the_first(generated_media: Generated
     analysis = detect_scenes(generated_media.video)
     scene = analysis.scenes[BLURRED_SCENE]
     assert scene.keyframe_seconds >= scene.start_seconds + BLURRED_SECONDS
-    image = scene.keyframe
-    assert image is not None
-    assert image.shape[:2] == (180, 320)
+    images = dict(
+        keyframes(generated_media.video, analysis.scenes, max_width=1280, max_pixels=10**6)
+    )
+    image = images[BLURRED_SCENE]
+    assert image.shape[:2] == (180, 320)  # never scaled up
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     assert cv2.Laplacian(grey, cv2.CV_32F).var() > 100  # crisp, not from the blurred part
     jpeg = encode_jpeg(image)
@@ -50,6 +52,16 @@ def test_keyframe_is_the_sharpest_frame_not_the_first(generated_media: Generated
     assert thumb is not None
     assert jpeg[:2] == b"\xff\xd8"
     assert thumb.shape[1] == 160
+
+
+def test_keyframes_come_scaled_down_one_at_a_time(generated_media: GeneratedMedia) -> None:
+    """Keyframes arrive one by one (a generator: each is stored before the next is
+    decoded), already at the bounded width."""
+    analysis = detect_scenes(generated_media.video)
+    found = keyframes(generated_media.video, analysis.scenes, max_width=160, max_pixels=10**6)
+    index, first = next(found)
+    assert (index, first.shape) == (0, (90, 160, 3))
+    assert all(image.shape == (90, 160, 3) for _, image in found)
 
 
 def test_portrait_and_variable_frame_rate(generated_media: GeneratedMedia) -> None:

@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from sinks.scenes import job_scenes
-from tests.fixtures.media import GeneratedMedia, MediaPipeline
+from tests.fixtures.media import GeneratedMedia, HostileMedia, MediaPipeline
 
 CASES = {
     "no_audio.mp4": {"chunks": 0, "scenes": True},
@@ -52,3 +52,20 @@ def test_awkward_media_is_preprocessed(
         if scenes:
             assert scenes[0]["keyframe_uri"] and scenes[0]["thumbnail_uri"]
     assert len(pipeline.read("chunks", expected_chunks + 1, timeout=5)) == expected_chunks
+
+
+def test_preprocess_stops_media_longer_than_it_was_taken_for(
+    media_pipeline: MediaPipeline, hostile_media: HostileMedia
+) -> None:
+    """Preprocess measures what it decodes: a file ingest let through (the maximum was
+    lowered since, or the file fooled it) fails too_long at the maximum, not after it."""
+    pipeline = media_pipeline
+    pipeline.start("ingest")
+    pipeline.start("preprocess", VI_MAX_DURATION_SECONDS="8")
+    job_id = f"job-{uuid.uuid4().hex[:8]}-lying"
+    pipeline.submit(job_id, pipeline.upload(hostile_media.file("lying.mkv"), job_id))
+    job = pipeline.wait_job(job_id, ("failed",))
+    assert (job["error_stage"], job["error_reason"]) == ("preprocess", "too_long")
+    assert "longer than the maximum of 8 s" in job["error_message"]
+    assert not any(part in job["error_message"] for part in ("/work", ".state", "/tmp"))
+    assert pipeline.read("chunks", 1, timeout=3) == []
