@@ -1,8 +1,10 @@
 """The gateway application: ``create_app(settings)`` assembles routes, errors and lifecycle.
 
 Start-up opens the database pool, the idempotent producer, the Firebase verifier and
-the lag monitor, and starts the outbox relay and the upload sweeper; shutdown stops
-them in reverse order.
+the lag monitor, and starts the outbox relay, the upload sweeper, the readiness probes,
+the event-stream poller and the metrics listener (a port of its own); shutdown stops
+them in reverse order. Every request passes the edge (``gateway/edge.py``: authentication and body
+limits before the body is read) inside the request metrics.
 """
 
 from __future__ import annotations
@@ -11,15 +13,20 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import ModuleType
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import api_errors, metrics
 from gateway.backpressure import LagMonitor
 from gateway.context import GatewayContext, jobs_topic
+from gateway.edge import Edge, edge_routes
+from gateway.event_poller import EventPoller
 from gateway.firebase import FirebaseVerifier
 from gateway.outbox import Publisher, Relay
+from gateway.readiness import Readiness
 from gateway.routes import events, health, jobs, pages, results, spend, uploads
 from gateway.upload_storage import UploadSweeper
 from schemas.codec import Codec
@@ -30,6 +37,9 @@ from topics.admin import admin_client
 from vidinsight.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
+ROUTE_MODULES = (health, uploads, jobs, events, results, spend, pages)
+# Routes that read their own body chunk by chunk under their own cap (the media upload).
+STREAMED_BODY_MODULES = (uploads,)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -43,11 +53,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         relay.start()
         sweeper = UploadSweeper(settings, ctx.pool, ctx.blobs)
         sweeper.start()
+        readiness = Readiness(ctx)
+        readiness.start()
+        poller = EventPoller(settings, ctx.pool)
+        poller.start()
+        listener = metrics.MetricsListener(settings, ctx.pool)
         app.state.context = ctx
+        app.state.readiness = readiness
+        app.state.event_poller = poller
         log.info("gateway started", extra={"topic": ctx.jobs_topic})
         try:
             yield
         finally:
+            listener.close()
+            await poller.stop()
+            readiness.stop()
             sweeper.stop()
             relay.stop()
             ctx.lag.close()
@@ -62,10 +82,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    for module in (health, uploads, jobs, events, results, spend, pages):
+    for module in ROUTE_MODULES:
         app.include_router(module.router)
+    app.add_middleware(
+        Edge,
+        routes=edge_routes(
+            _api_routes(ROUTE_MODULES),
+            _api_routes(STREAMED_BODY_MODULES),
+            settings.gateway_max_json_bytes,
+        ),
+        max_json_bytes=settings.gateway_max_json_bytes,
+    )
     app.add_middleware(RequestMetrics)
     return app
+
+
+def _api_routes(modules: tuple[ModuleType, ...]) -> list[APIRoute]:
+    """The API routes of these route modules, in the order the app matches them."""
+    return [r for module in modules for r in module.router.routes if isinstance(r, APIRoute)]
 
 
 def _open_context(settings: Settings) -> GatewayContext:

@@ -1,24 +1,33 @@
 """The gateway's Prometheus metrics (module-level: one registry per process).
 
+They are served on a listener of their own (``VI_METRICS_HOST``:``VI_METRICS_PORT``, as
+every worker serves its metrics), never on the public API port: the exposition names
+routes, counts and the jobs in flight, which is nobody's business outside the cluster.
+
 Besides its own requests, the gateway exports the jobs still in flight, read from the
-jobs table when Prometheus scrapes: it is the one always-on process that holds a
-database pool and no pipeline partition, so a stuck job is visible even when the
-stage that should move it is the one that is down.
+jobs table every ``VI_GATEWAY_JOBS_METRICS_INTERVAL_SECONDS`` on a thread (a scrape
+reads the last values, so scrapes cost the database nothing): it is the one always-on
+process that holds a database pool and no pipeline partition, so a stuck job is
+visible even when the stage that should move it is the one that is down.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from gateway.periodic import Periodic
 from sinks.db import Pool
 from sinks.jobs import in_flight_by_status
+from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# A scrape must not hang on a busy pool or a slow database: waiting for a connection and
-# the jobs query each give up after this.
+# The background read must not hang on a busy pool or a slow database: waiting for a
+# connection and the jobs query each give up after this.
 JOBS_QUERY_TIMEOUT_MS = 2000
 
 REQUESTS = Histogram(
@@ -38,7 +47,7 @@ for _cause in ("backpressure", "quota"):
 UPLOADED_BYTES = Counter("vidinsight_gateway_uploaded_bytes_total", "Bytes of media uploaded")
 JOBS_IN_FLIGHT = Gauge(
     "vidinsight_jobs_in_flight",
-    "Jobs queued or running, read from the jobs table at scrape time",
+    "Jobs queued or running, read from the jobs table every few seconds",
     ["status"],
 )
 JOBS_OLDEST_SECONDS = Gauge(
@@ -64,3 +73,28 @@ def observe_jobs(pool: Pool) -> None:
     for status, (count, oldest_seconds) in by_status.items():
         JOBS_IN_FLIGHT.labels(status).set(count)
         JOBS_OLDEST_SECONDS.labels(status).set(oldest_seconds)
+
+
+class MetricsListener:
+    """The Prometheus endpoint on its own port, and the thread that refreshes the job gauges."""
+
+    def __init__(self, settings: Settings, pool: Pool) -> None:
+        self._server: WSGIServer
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(
+            settings.metrics_port, addr=settings.metrics_host
+        )
+        self.port = int(self._server.server_port)
+        self._jobs = Periodic(
+            "jobs-gauges",
+            settings.gateway_jobs_metrics_interval_seconds,
+            lambda: observe_jobs(pool),
+        )
+        self._jobs.start()
+        log.info("metrics on port %d", self.port)
+
+    def close(self) -> None:
+        self._jobs.stop()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()

@@ -77,7 +77,7 @@ JOB_ENDS_SCRAPED = (
 MAKE_UP_PORTS = {
     **{9101 + index: f"worker-{stage}" for index, stage in enumerate(STAGE_NAMES)},
     9101 + len(STAGE_NAMES): "costs",
-    8000: "gateway",
+    9101 + len(STAGE_NAMES) + 1: "gateway",  # its metrics listener, not the API port
 }
 
 # Grafana fills these in; any value it could choose must evaluate. The rate window spans

@@ -21,6 +21,7 @@ import jwt
 import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
+from fastapi import FastAPI
 from jwt.algorithms import RSAAlgorithm
 
 from gateway.app import create_app
@@ -58,6 +59,18 @@ class RunningGateway:
         headers = customer.headers if customer else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
+    @property
+    def metrics_url(self) -> str:
+        """Its Prometheus endpoint, on the metrics listener (not the API port)."""
+        return f"http://127.0.0.1:{self.settings.metrics_port}/metrics"
+
+    @property
+    def app(self) -> FastAPI:
+        """The served app (its state holds the readiness and the event poller)."""
+        app = self.server.config.app
+        assert isinstance(app, FastAPI)
+        return app
+
 
 def make_jobs_topic(settings: Settings) -> str:
     """A JobRequested topic of this test's own."""
@@ -79,9 +92,14 @@ class FirebaseKeys:
         jwk = json.loads(RSAAlgorithm.to_jwk(self.private_key.public_key()))
         jwk.update({"kid": KEY_ID, "alg": "RS256", "use": "sig"})
         body = json.dumps({"keys": [jwk]}).encode()
+        self.fetches = 0  # key-set requests served
+        counted = threading.Lock()
+        keys = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                with counted:
+                    keys.fetches += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -156,6 +174,7 @@ def gateway_settings(base: Settings, firebase_keys: FirebaseKeys, **overrides: A
     """Settings for one gateway under test: its own port and topic, the local JWKS."""
     values: dict[str, Any] = {
         "gateway_port": free_port(),
+        "metrics_port": free_port(),
         "firebase_project_id": FIREBASE_PROJECT,
         "firebase_jwks_url": firebase_keys.url,
         "gateway_relay_interval_seconds": 0,  # off unless a test is about the relay

@@ -105,12 +105,14 @@ def test_probes_and_metrics(gateway: RunningGateway, customer: Customer) -> None
         assert ready.status_code == 200
         assert ready.json()["checks"] == {"postgres": "ok", "kafka": "ok", "registry": "ok"}
         client.get("/v1/jobs", headers=customer.headers)
-        exposition = client.get("/metrics")
+        assert client.get("/metrics").status_code == 404  # not on the public listener
+    exposition = httpx.get(gateway.metrics_url, timeout=10)
     assert exposition.status_code == 200
     assert (
         'vidinsight_gateway_request_duration_seconds_count{method="GET",route="/v1/jobs",status="200"}'
         in (exposition.text)
     )
+    assert 'vidinsight_jobs_in_flight{status="queued"}' in exposition.text
 
 
 def test_readyz_is_503_when_the_registry_is_unreachable(

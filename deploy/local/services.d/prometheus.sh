@@ -5,7 +5,7 @@
 # starts it: tests/deploy/test_prometheus.py runs a Prometheus of its own.
 #
 # The committed configuration names make up's default ports; the copy Prometheus reads
-# follows VI_METRICS_PORT_BASE and VI_GATEWAY_PORT wherever they were moved, and points
+# follows VI_METRICS_PORT_BASE wherever it was moved, and points
 # at the committed rule file, so `stack.sh restart prometheus` picks up edited rules.
 
 : "${VI_PROMETHEUS_PORT:=9090}"
@@ -20,15 +20,13 @@ if [ "${VI_STACK_PLATFORM:-1}" = 1 ] && [ -x "$VI_PROMETHEUS_BIN" ]; then
     add_service prometheus
 fi
 
-# The committed scrape configuration with this stack's ports: 9101..9107 become
-# VI_METRICS_PORT_BASE + 0..6 and 8000 the gateway's port (markers first, so a moved
-# base cannot rewrite a port twice).
+# The committed scrape configuration with this stack's ports: 9101..9108 become
+# VI_METRICS_PORT_BASE + 0..7 (markers first, so a moved base cannot rewrite a port twice).
 render_prometheus_config() {
-    local offset script=(-e "s#127\.0\.0\.1:910\([1-7]\)#127.0.0.1:@METRICS\1@#g")
-    for offset in 0 1 2 3 4 5 6; do
+    local offset script=(-e "s#127\.0\.0\.1:910\([1-8]\)#127.0.0.1:@METRICS\1@#g")
+    for offset in 0 1 2 3 4 5 6 7; do
         script+=(-e "s#@METRICS$((offset + 1))@#$((VI_METRICS_PORT_BASE + offset))#g")
     done
-    script+=(-e "s#127\.0\.0\.1:8000\b#127.0.0.1:$VI_GATEWAY_PORT#g")
     script+=(-e "s#^\(  *- \)alerts\.yml\$#\1$PROMETHEUS_SOURCE/alerts.yml#")
     mkdir -p "$(dirname "$PROMETHEUS_CONFIG")"
     sed "${script[@]}" "$PROMETHEUS_SOURCE/prometheus.yml" >"$PROMETHEUS_CONFIG"

@@ -1,0 +1,99 @@
+"""Readiness: PostgreSQL, Kafka and the schema registry, probed in the background.
+
+``/readyz`` is unauthenticated and polled by orchestrators and load balancers; probing
+the three dependencies per request would let anyone turn requests into database, broker
+and registry calls. The probes run once at start-up and then every
+``VI_GATEWAY_READINESS_INTERVAL_SECONDS`` on a thread; ``/readyz`` answers from the last
+round.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+import httpx
+from fastapi import Depends, Request
+
+from gateway.context import GatewayContext
+from gateway.periodic import Periodic
+from sinks.db import transaction
+
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Checks:
+    """One round of probes: "ok" or what went wrong, per dependency, in probe order."""
+
+    results: dict[str, str]
+    checked_at: float  # time.time() when the round ended
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, result in self.results.items() if result != "ok"]
+
+
+class Readiness:
+    """The last round of dependency probes, refreshed on a thread of its own."""
+
+    def __init__(self, ctx: GatewayContext) -> None:
+        self._ctx = ctx
+        interval = ctx.settings.gateway_readiness_interval_seconds
+        self._periodic = Periodic("readiness", interval, self.check, first_after=interval)
+        self.rounds = 0  # rounds of probes run (a burst of /readyz must not move it)
+        self.last = Checks({}, 0.0)
+
+    def start(self) -> None:
+        """Probe once, so the first /readyz has an answer, then keep probing."""
+        self.check()
+        self._periodic.start()
+
+    def stop(self) -> None:
+        self._periodic.stop()
+
+    def check(self) -> None:
+        """One round of probes."""
+        results = {
+            "postgres": _check_postgres(self._ctx),
+            "kafka": _check_kafka(self._ctx),
+            "registry": _check_registry(self._ctx),
+        }
+        self.rounds += 1
+        self.last = Checks(results, time.time())
+
+
+def _check_postgres(ctx: GatewayContext) -> str:
+    try:
+        with transaction(ctx.pool) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"
+
+
+def _check_kafka(ctx: GatewayContext) -> str:
+    try:
+        ctx.admin.list_topics(timeout=PROBE_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return "ok"
+
+
+def _check_registry(ctx: GatewayContext) -> str:
+    try:
+        answer = httpx.get(f"{ctx.settings.registry_url}/subjects", timeout=PROBE_TIMEOUT_SECONDS)
+    except httpx.HTTPError as exc:
+        return f"unreachable ({type(exc).__name__})"
+    return "ok" if answer.status_code == 200 else f"answered {answer.status_code}"
+
+
+def readiness(request: Request) -> Readiness:
+    """The dependency that hands a route its gateway's readiness."""
+    current: Readiness = request.app.state.readiness
+    return current
+
+
+# A route parameter of this type receives its gateway's readiness.
+ReadinessDep = Annotated[Readiness, Depends(readiness)]
