@@ -46,9 +46,10 @@ def endpoints() -> Iterator[tuple[Receiver, CaptureEndpoint]]:
     capture.close()
 
 
-def _announce(
+def announce(
     settings: Settings, codec: Codec, topic: str, job_id: str, status: str, customer_id: str
 ) -> None:
+    """A JobCompleted for the job, as synthesise or the runtime announces it."""
     value = {
         "job_id": job_id,
         "customer_id": customer_id,
@@ -93,9 +94,9 @@ def test_each_end_state_is_sent_once_as_a_signed_webhook_and_an_analytics_event(
     }
     worker = start_stage("notify", "tests.streams.test_notify:from_env", env, tmp_path / "n.log")
     try:
-        _announce(settings, codec, topic, job_id, "failed", customer_id)
-        _announce(settings, codec, topic, job_id, "failed", customer_id)  # redelivered
-        _announce(settings, codec, topic, job_id, "completed", customer_id)  # after a replay
+        announce(settings, codec, topic, job_id, "failed", customer_id)
+        announce(settings, codec, topic, job_id, "failed", customer_id)  # redelivered
+        announce(settings, codec, topic, job_id, "completed", customer_id)  # after a replay
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and (
             len(capture.events()) < 2 or sum(1 for h, _ in receiver.calls if h) < 3
