@@ -155,7 +155,7 @@ def new_webhook_secret(
 
 def webhook_signing_secrets(conn: Connection, customer_id: str, key: str) -> list[str]:
     """The secrets a delivery to the customer is signed with now: the current one first,
-    then those still in their overlap window. None without a key (nothing may be sent).
+    then those still in their overlap window. Empty without a key (nothing may be sent).
 
     A customer without a current secret (created before secrets existed, or outside the
     CLI) gets one here; an operator hands it over with ``rotate-webhook-secret``.

@@ -91,6 +91,7 @@ def signature(secrets: Sequence[str], delivery_id: str, timestamp: int, body: by
 
 
 def _key(secret: str) -> bytes:
+    """The HMAC key a ``whsec_`` secret stands for."""
     return base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX))
 
 
@@ -134,11 +135,10 @@ def deliver(
     Every attempt is signed anew (a fresh timestamp, the same delivery id) with each of
     the customer's ``signing_secrets``. A URL the SSRF guard refuses is recorded once
     and never retried. Without a signing secret nothing is sent: an unsigned webhook
-    could be forged by anyone. With a
-    ``deadline`` (a ``time.monotonic()`` instant) every attempt ends by it and no backoff
-    starts that would end past it; running out of time is recorded as a failed attempt
-    whose error starts with ``stage_timeout`` and returns False rather than raising, so
-    the caller's other notifications carry on.
+    could be forged by anyone. With a ``deadline`` (a ``time.monotonic()`` instant)
+    every attempt ends by it and no backoff starts that would end past it; running out
+    of time is recorded as a failed attempt whose error starts with ``stage_timeout``
+    and returns False rather than raising, so the caller's other notifications carry on.
     """
     if not signing_secrets:
         log.warning(
