@@ -34,7 +34,7 @@ from inference.pricing import DEFAULT_PRICING_FILE, PriceBook, load_pricing
 from schemas.codec import Codec
 from sinks import uploads
 from sinks.blobs import BlobStore
-from sinks.db import Connection, Pool, transaction
+from sinks.db import Connection, Pool, transaction, translate_errors
 from streams.runtime.clients import make_producer
 from topics.catalogue import COSTS_TOPIC
 from vidinsight.settings import Settings
@@ -135,7 +135,7 @@ def sweep(
 ) -> SweepReport:
     """One pass: expire, bill the long-held, produce the charges; skipped if another runs."""
     now = now or datetime.now(UTC)
-    with pool.connection() as conn:
+    with translate_errors(), pool.connection() as conn:
         locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SWEEP_LOCK_KEY,))
         got = bool((locked.fetchone() or {}).get("ok"))
         conn.commit()
@@ -151,11 +151,7 @@ def sweep(
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK_KEY,))
             conn.commit()
-    log.info(
-        "upload sweep done",
-        extra={"detail": f"expired {report.expired}, billed {report.billed},"
-               f" published {report.published}"},
-    )  # fmt: skip
+    log.info("upload sweep done", extra={"detail": str(report)})
     return report
 
 

@@ -60,17 +60,16 @@ class UploadUsage:
 def upload_quota(conn: Connection, customer_id: str, settings: Settings) -> UploadQuota:
     """The customer's own quotas where set, the settings' defaults otherwise."""
     row = conn.execute(
-        "SELECT max_count, max_bytes FROM upload_quotas WHERE customer_id = %s", (customer_id,)
+        "SELECT coalesce(max_count, %s) AS max_count, coalesce(max_bytes, %s) AS max_bytes"
+        " FROM (SELECT 1) one LEFT JOIN upload_quotas ON customer_id = %s",
+        (
+            settings.upload_max_count_per_customer,
+            settings.upload_max_bytes_per_customer,
+            customer_id,
+        ),
     ).fetchone()
-    own = row or {"max_count": None, "max_bytes": None}
-    return UploadQuota(
-        max_count=settings.upload_max_count_per_customer
-        if own["max_count"] is None
-        else int(own["max_count"]),
-        max_bytes=settings.upload_max_bytes_per_customer
-        if own["max_bytes"] is None
-        else int(own["max_bytes"]),
-    )
+    assert row is not None
+    return UploadQuota(max_count=int(row["max_count"]), max_bytes=int(row["max_bytes"]))
 
 
 def set_upload_quota(
