@@ -108,9 +108,14 @@ class Edge:
         return None
 
 
+# Every refusal here leaves a body unread: closing the connection stops uvicorn from
+# reading (and discarding) the rest of it to keep the connection alive.
+CLOSE = {"Connection": "close"}
+
+
 def _too_large(limit: int) -> Response:
     return error_response(
-        413, Reason.BODY_TOO_LARGE, f"the request body is limited to {limit} bytes here"
+        413, Reason.BODY_TOO_LARGE, f"the request body is limited to {limit} bytes here", CLOSE
     )
 
 
@@ -133,13 +138,13 @@ async def _authenticate(scope: Scope) -> Response | None:
             ctx, None if authorization is None else authorization.decode("latin-1")
         )
     except ApiError as exc:
-        return error_response(exc.status, exc.reason, exc.message, exc.headers)
+        return error_response(exc.status, exc.reason, exc.message, exc.headers | CLOSE)
     except VidinsightError as exc:  # PostgreSQL or Google's key server is down
         log.warning(
             "authentication failed", extra={"reason": exc.reason.value, "detail": exc.message}
         )
         retry = {"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)}
-        return error_response(503, exc.reason, exc.message, retry)
+        return error_response(503, exc.reason, exc.message, retry | CLOSE)
     scope.setdefault("state", {})[CALLER_STATE] = caller
     return None
 

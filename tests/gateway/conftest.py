@@ -87,7 +87,8 @@ def make_jobs_topic(settings: Settings) -> str:
 class FirebaseKeys:
     """An RSA key pair and a JWKS server on localhost standing in for Google's."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay_seconds: float = 0.0) -> None:
+        """``delay_seconds``: how long each answer takes (Google is a network away)."""
         self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         jwk = json.loads(RSAAlgorithm.to_jwk(self.private_key.public_key()))
         jwk.update({"kid": KEY_ID, "alg": "RS256", "use": "sig"})
@@ -100,6 +101,7 @@ class FirebaseKeys:
             def do_GET(self) -> None:
                 with counted:
                     keys.fetches += 1
+                time.sleep(delay_seconds)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
