@@ -1,4 +1,8 @@
-"""``vidinsight gateway``: serve the REST ingestion gateway with uvicorn."""
+"""``vidinsight gateway``: serve the REST ingestion gateway with uvicorn.
+
+The API on ``--port`` (VI_GATEWAY_PORT); Prometheus metrics on a listener of their own,
+VI_METRICS_HOST:VI_METRICS_PORT (0 picks a free port, logged at start-up).
+"""
 
 from __future__ import annotations
 

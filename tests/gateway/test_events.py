@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import httpx
@@ -59,3 +61,36 @@ def test_stream_sends_each_change_and_ends_with_the_job(
     assert [e["status"] for e in seen] == ["queued", "running", "completed"]
     assert seen[1]["stages"]["ingest"]["status"] == "running"
     assert seen[2]["progress"] == 1.0
+
+
+def test_open_streams_share_one_database_read_per_interval(
+    gateway_factory: GatewayFactory, customer: Customer, db_pool: Pool
+) -> None:
+    """Six streams on three jobs all see their job start; the process's one poller read
+    the database once per interval for all of them, not once per stream."""
+    interval = 0.1
+    gateway = gateway_factory(gateway_sse_poll_seconds=interval)
+    with gateway.client(customer) as client:
+        job_ids = [
+            client.post("/v1/jobs", json={"source_url": f"https://example.com/{n}.mp4"}).json()[
+                "job_id"
+            ]
+            for n in range(3)
+        ]
+    poller = gateway.app.state.event_poller
+    with ExitStack() as stack:
+        streams = []
+        for job_id in job_ids * 2:
+            client = stack.enter_context(
+                httpx.Client(base_url=gateway.url, headers=customer.headers, timeout=10)
+            )
+            stream = stack.enter_context(client.stream("GET", f"/v1/jobs/{job_id}/events"))
+            streams.append(events(stream.iter_lines()))
+        assert [next(s)["status"] for s in streams] == ["queued"] * 6
+        rounds, started = poller.rounds, time.monotonic()
+        with transaction(db_pool) as conn:
+            for job_id in job_ids:
+                set_status(conn, job_id, "running")
+        assert [next(s)["status"] for s in streams] == ["running"] * 6
+        elapsed = time.monotonic() - started
+    assert 1 <= poller.rounds - rounds <= elapsed / interval + 2
