@@ -31,6 +31,9 @@ _SIGNATURES: tuple[tuple[int, bytes], ...] = (
 )
 # A file whose packets stop well before its declared duration was cut short.
 _MIN_PLAYED_FRACTION = 0.9
+# Packets may end this far past the declared duration (a last audio frame's padding, a
+# last video frame's length); beyond it the declaration is not believed.
+_OVERRUN_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,15 @@ def probe(
             f"the media is truncated: it declares {info.duration_seconds:.1f} s but its data"
             f" ends at {played:.1f} s",
         )
-    return replace(info, duration_seconds=max(info.duration_seconds, played))
+    return replace(info, duration_seconds=_believed_seconds(info.duration_seconds, played))
+
+
+def _believed_seconds(declared: float, played: float) -> float:
+    """The media's length: the declared one (exact: it accounts for encoder padding)
+    unless the packets reach clearly past it, or it is missing; then the measured one."""
+    if declared > 0 and played <= declared + _OVERRUN_SECONDS:
+        return declared
+    return played
 
 
 def check_picture(width: int, height: int, max_pixels: int) -> None:
