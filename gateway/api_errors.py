@@ -99,8 +99,39 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": described[s]} for s in statuses}
 
 
+# What every route that takes a body may answer before the route runs: the edge's size
+# limit (gateway/edge.py) and FastAPI's own refusal of a body it cannot parse.
+BODY_ERRORS = {
+    400: "The body cannot be parsed (not JSON, not UTF-8)",
+    413: "The body is larger than allowed",
+}
+
+
+def document_body_errors(app: FastAPI) -> None:
+    """Add ``BODY_ERRORS`` to every operation with a request body in ``/openapi.json``,
+    so the contract lists what a client can really receive."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = generate()
+        error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+        for path in schema["paths"].values():
+            for operation in path.values():
+                if "requestBody" in operation:
+                    for status, description in BODY_ERRORS.items():
+                        operation["responses"].setdefault(
+                            str(status), {"description": description, "content": error}
+                        )
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
-    """Make every error the app can produce use the one shape."""
+    """Make every error the app can produce use the one shape, and document it."""
+    document_body_errors(app)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(VidinsightError, _vidinsight_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
