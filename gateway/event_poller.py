@@ -33,7 +33,9 @@ from fastapi.concurrency import run_in_threadpool
 from gateway.api_errors import ApiError
 from gateway.auth import Caller
 from gateway.job_view import JobView, job_view
-from sinks.db import Connection, Pool, transaction
+from sinks.customers import active_key_hashes
+from sinks.db import Pool, transaction
+from sinks.jobs import get_jobs
 from sinks.stage_runs import runs_for_jobs
 from vidinsight.errors import Reason
 from vidinsight.settings import Settings
@@ -147,23 +149,13 @@ class EventPoller:
         """The jobs' views by (job, owner), so a stream only ever sees its own customer's
         job (I6), and the active keys among ``keys``."""
         with transaction(self._pool) as conn:
-            jobs = conn.execute("SELECT * FROM jobs WHERE job_id = ANY(%s)", (list(job_ids),))
-            rows = jobs.fetchall()
+            rows = get_jobs(conn, list(job_ids))
             runs = runs_for_jobs(conn, [row["job_id"] for row in rows])
             views = {
                 (row["job_id"], row["customer_id"]): job_view(row, runs.get(row["job_id"], []))
                 for row in rows
             }
-            return views, _active_keys(conn, keys)
-
-
-def _active_keys(conn: Connection, keys: Iterable[bytes]) -> set[bytes]:
-    """Which of these API key hashes are still active (not revoked)."""
-    rows = conn.execute(
-        "SELECT key_sha256 FROM api_keys WHERE key_sha256 = ANY(%s) AND revoked_at IS NULL",
-        (list(keys),),
-    ).fetchall()
-    return {bytes(row["key_sha256"]) for row in rows}
+            return views, active_key_hashes(conn, list(keys))
 
 
 def event_poller(request: Request) -> EventPoller:

@@ -27,7 +27,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import fsspec
 from confluent_kafka import KafkaError, Message, Producer
 
 from inference.pricing import DEFAULT_PRICING_FILE, PriceBook, load_pricing
@@ -112,17 +111,7 @@ def remove_upload(
             conn, upload["upload_id"], storage_charge(upload, billed_until, now, prices)
         )
     uploads.delete_upload(conn, upload["upload_id"])
-    remove_blob(blobs, upload["blob_uri"])
-
-
-def remove_blob(blobs: BlobStore, uri: str) -> None:
-    """Delete a blob of the store; one already gone is fine."""
-    if blobs.is_local:
-        blobs.local_file(uri).unlink(missing_ok=True)
-        return
-    fs, path = fsspec.core.url_to_fs(uri)
-    if fs.exists(path):
-        fs.rm(path)
+    blobs.delete(upload["blob_uri"])
 
 
 def sweep(

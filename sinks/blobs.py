@@ -121,6 +121,16 @@ class BlobStore:
         fs, path = fsspec.core.url_to_fs(f"{self.root_uri}/{key}")
         return int(fs.size(path))
 
+    def delete(self, uri: str) -> None:
+        """Delete one of this store's blobs; one already gone is fine."""
+        key = self._own_key(uri)
+        if self.is_local:
+            self._file(key).unlink(missing_ok=True)
+            return
+        fs, path = fsspec.core.url_to_fs(f"{self.root_uri}/{key}")
+        if fs.exists(path):
+            fs.rm(path)
+
     @contextmanager
     def local_path(self, uri: str) -> Iterator[Path]:
         """A local file holding the blob: the file itself for file://, a temporary copy else."""

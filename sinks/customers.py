@@ -73,6 +73,15 @@ def customer_for_key(conn: Connection, api_key: str) -> str | None:
     return None if row is None else str(row["customer_id"])
 
 
+def active_key_hashes(conn: Connection, key_hashes: list[bytes]) -> set[bytes]:
+    """Which of these API key hashes are still active (not revoked)."""
+    rows = conn.execute(
+        "SELECT key_sha256 FROM api_keys WHERE key_sha256 = ANY(%s) AND revoked_at IS NULL",
+        (key_hashes,),
+    ).fetchall()
+    return {bytes(row["key_sha256"]) for row in rows}
+
+
 def revoke_key(conn: Connection, api_key: str) -> bool:
     """Revoke a key from now on; True if it was active (revoking twice is harmless)."""
     row = conn.execute(

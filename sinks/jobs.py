@@ -107,6 +107,11 @@ def get_job(conn: Connection, job_id: str, customer_id: str | None = None) -> di
     ).fetchone()
 
 
+def get_jobs(conn: Connection, job_ids: list[str]) -> list[dict[str, Any]]:
+    """The rows of these jobs, whoever owns them (a caller filters by owner)."""
+    return conn.execute("SELECT * FROM jobs WHERE job_id = ANY(%s)", (job_ids,)).fetchall()
+
+
 def set_status(conn: Connection, job_id: str, status: str) -> bool:
     """Move a job to ``status``; True if it is now there, False if the move is refused.
 

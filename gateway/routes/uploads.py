@@ -32,7 +32,7 @@ from gateway.api_errors import ApiError, responses
 from gateway.auth import CustomerId
 from gateway.context import Context, GatewayContext
 from gateway.multipart_file import FileFieldReader
-from gateway.upload_storage import price_book, remove_blob, remove_upload, ttl
+from gateway.upload_storage import price_book, remove_upload, ttl
 from sinks import uploads
 from sinks.blobs import BlobStore
 from sinks.db import transaction
@@ -249,7 +249,7 @@ class _Reservation:
         with transaction(self._ctx.pool) as conn:
             uploads.discard_upload(conn, self._upload_id, self._customer_id)
         if self._uri:
-            remove_blob(self._ctx.blobs, self._uri)
+            self._ctx.blobs.delete(self._uri)
 
 
 class _BlobWriter:

@@ -10,13 +10,14 @@ background probe).
 from __future__ import annotations
 
 import json
+import re
 import select
 import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 
 import httpx
 import pytest
@@ -57,17 +58,42 @@ def _push_until_answered(sock: socket.socket, chunk: bytes, pause: float) -> tup
     return the answer's first bytes and how many body bytes the client got rid of."""
     sock.setblocking(False)
     sent = 0
+    refused = False  # the server closed its side: stop pushing, read what it answered
     deadline = time.monotonic() + ANSWER_WITHIN_SECONDS
     while time.monotonic() < deadline:
-        readable, writable, _ = select.select([sock], [sock], [], pause or 0.01)
+        readable, writable, _ = select.select([sock], [] if refused else [sock], [], pause or 0.01)
         if readable:
-            return sock.recv(65536), sent
+            return _read_answer(sock), sent
         if writable and sent < UNREAD_BOUND_BYTES:
-            with suppress(BlockingIOError):
+            try:
                 sent += sock.send(chunk)
+            except BlockingIOError:
+                pass
+            except (ConnectionResetError, BrokenPipeError):
+                refused = True
         if pause:
             time.sleep(pause)
     pytest.fail(f"no answer within {ANSWER_WITHIN_SECONDS} s after {sent} body bytes")
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """The whole answer: its head and Content-Length bytes of body, which may arrive in
+    separate segments."""
+    sock.setblocking(True)
+    sock.settimeout(ANSWER_WITHIN_SECONDS)
+    answer = b""
+    while True:
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head + b"\r\n")
+        if length and len(body) >= int(length.group(1)):
+            return answer
+        try:
+            more = sock.recv(65536)
+        except ConnectionResetError:
+            more = b""
+        if not more:
+            return answer
+        answer += more
 
 
 def _status_and_reason(answer: bytes) -> tuple[int, str]:
