@@ -59,6 +59,11 @@ VIDEO="$(make_sample)"
 say "sample: $VIDEO"
 
 KEY_FILE="$DEMO_DIR/customer.json"
+# The stack's webhook key (services.d/platform.sh), so the new customer gets its secret.
+if [ -z "${VI_WEBHOOK_SECRETS_KEY:-}" ] && [ -s "$STATE_DIR/webhook-secrets.key" ]; then
+    VI_WEBHOOK_SECRETS_KEY="$(cat "$STATE_DIR/webhook-secrets.key")"
+    export VI_WEBHOOK_SECRETS_KEY
+fi
 if [ ! -s "$KEY_FILE" ]; then
     "$VI" customers create "demo customer" >"$KEY_FILE"
 fi

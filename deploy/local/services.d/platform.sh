@@ -23,9 +23,23 @@ stage_built() { [ -f "$REPO_ROOT/streams/$1.py" ]; }
 PLATFORM_PREPARED=0
 prepare_platform() {
     [ "$PLATFORM_PREPARED" = 1 ] && return 0
+    export_webhook_secrets_key
     "$VI_BIN" db migrate >>"$LOG_DIR/platform-setup.log" 2>&1 || die "db migrate failed: see $LOG_DIR/platform-setup.log"
     "$VI_BIN" topics apply >>"$LOG_DIR/platform-setup.log" 2>&1 || die "topics apply failed: see $LOG_DIR/platform-setup.log"
     PLATFORM_PREPARED=1
+}
+
+# Each customer's webhook signing secrets derive from VI_WEBHOOK_SECRETS_KEY (decision
+# 0010). Unless the environment gives one, the local stack makes its own on first use and
+# keeps it in the state folder, readable by its owner alone, so webhooks are signed under
+# `make up` as in a cluster (where it is a Secret).
+WEBHOOK_KEY_FILE="$STATE_DIR/webhook-secrets.key"
+export_webhook_secrets_key() {
+    if [ -z "${VI_WEBHOOK_SECRETS_KEY:-}" ]; then
+        [ -s "$WEBHOOK_KEY_FILE" ] || (umask 077 && head -c 32 /dev/urandom | base64 >"$WEBHOOK_KEY_FILE")
+        VI_WEBHOOK_SECRETS_KEY="$(cat "$WEBHOOK_KEY_FILE")"
+    fi
+    export VI_WEBHOOK_SECRETS_KEY
 }
 
 # define_worker STAGE PORT: the service worker-STAGE, running `vidinsight worker STAGE`.
