@@ -83,33 +83,39 @@ def ffmpeg_output(
 
     Each log line goes to ``on_log`` (from a reader thread) first; the lines it does not
     take (returns False) are kept for the error message. FFmpeg is killed at ``deadline``
-    (StageTimeout) and whenever the consumer stops early, and is always reaped before
-    this returns or raises; a non-zero exit raises FFmpegFailed.
+    (StageTimeout) and whenever the consumer stops early, and is always reaped, its pipes
+    closed, before this returns or raises; a non-zero exit raises FFmpegFailed.
+
+    A run that read all of the output and exited 0 succeeded, even when the deadline's
+    timer fired between FFmpeg's exit and its reaping: the kill then met a finished
+    process, and the work was done in time.
     """
     left = remaining_seconds(deadline, what)
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", loglevel, *args]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert process.stdout is not None and process.stderr is not None
-    watchdog = _KillAt(process, left)
-    log: list[bytes] = []
-    reader = threading.Thread(target=_read_log, args=(process.stderr, on_log, log), daemon=True)
-    reader.start()
-    try:
-        while block := process.stdout.read(block_bytes):
-            remaining_seconds(deadline, what)
-            yield block
-    except BaseException:  # the deadline passed or the consumer stopped: no more output
-        process.kill()
-        raise
-    finally:
-        watchdog.cancel()
-        process.stdout.close()
-        code = process.wait()
-        reader.join()
+    # Leaving the block closes both pipes (the log's once its reader has drained it).
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdout is not None and process.stderr is not None
+        watchdog = _KillAt(process, left)
+        log: list[bytes] = []
+        reader = threading.Thread(target=_read_log, args=(process.stderr, on_log, log), daemon=True)
+        reader.start()
+        try:
+            while block := process.stdout.read(block_bytes):
+                remaining_seconds(deadline, what)
+                yield block
+        except BaseException:  # the deadline passed or the consumer stopped: no more output
+            process.kill()
+            raise
+        finally:
+            watchdog.cancel()
+            process.stdout.close()
+            code = process.wait()
+            reader.join()
+    if code == 0:
+        return
     if watchdog.fired:
         raise StageTimeout(f"{what}: deadline passed")
-    if code != 0:
-        raise failure(code, log[-_LOG_TAIL_LINES:], args)
+    raise failure(code, log[-_LOG_TAIL_LINES:], args)
 
 
 def _read_log(

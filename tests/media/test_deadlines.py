@@ -1,11 +1,15 @@
 """A deadline bounds every media step: FFmpeg stuck on its input is killed and reaped at
-the deadline (StageTimeout), and a deadline already passed starts nothing."""
+the deadline (StageTimeout), a deadline already passed starts nothing, and one that fires
+after FFmpeg finished does not turn its finished work into a timeout."""
 
 from __future__ import annotations
 
+import gc
 import os
+import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from media.audio import extract_audio
 from media.keyframes import keyframes
 from media.probe import probe
 from media.scenes import detect_scenes, grey_frames
+from media.tools import ffmpeg_output
 from tests.fixtures.media import GeneratedMedia
 from vidinsight.errors import Reason, StageTimeout
 
@@ -29,6 +34,12 @@ LIMITS: dict[str, Any] = {
     "max_duration_seconds": 3600.0,
     "max_picture_pixels": 10**6,
 }
+
+
+# FFmpeg has this long to write a tenth of a second of silence and exit, loaded or not.
+QUICK_DEADLINE_SECONDS = 3.0
+# A tenth of a second of 8 kHz mono s16le silence is 1,600 bytes: one short block.
+QUICK_ARGS = ["-f", "lavfi", "-i", "anullsrc=r=8000:cl=mono", "-t", "0.1", "-f", "s16le", "pipe:1"]
 
 
 def ffmpeg_children() -> set[int]:
@@ -123,3 +134,51 @@ def test_a_far_deadline_changes_nothing(generated_media: GeneratedMedia, tmp_pat
     assert len(analysis.cuts) == len(generated_media.cut_times)
     found = keyframes(video, analysis.scenes, max_width=1280, max_pixels=10**6, deadline=far)
     assert [index for index, _ in found] == list(range(len(analysis.scenes)))
+
+
+def _poll(condition: Callable[[], bool], what: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.02)
+
+
+def _exited_unreaped(pids: set[int]) -> bool:
+    """True once every one of ``pids`` has exited and waits to be reaped (a zombie)."""
+    states = [(Path("/proc") / str(pid) / "stat").read_text() for pid in pids]
+    return all(stat[stat.rindex(")") + 2] == "Z" for stat in states)
+
+
+def _timers() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if isinstance(thread, threading.Timer)}
+
+
+def _wait_until_fired(timers_before: set[threading.Thread]) -> None:
+    """Poll until the deadline timers started since ``timers_before`` have fired (the
+    output is not being read, so nothing cancels them). Holds no timer once it returns:
+    a timer holds the process, whose unclosed pipes the caller wants to see collected."""
+    started = _timers() - timers_before
+    assert started, "no deadline timer runs"
+    _poll(lambda: not any(t.is_alive() for t in started), "deadline fired", 2 * SLACK_SECONDS)
+
+
+def test_a_run_that_finished_before_its_deadline_fired_succeeds_and_leaks_no_pipe() -> None:
+    """FFmpeg wrote everything and exited 0; its deadline's kill fires before the caller
+    comes back for the end of the output: the run succeeded (no StageTimeout), FFmpeg is
+    reaped and neither of its pipes is left for the garbage collector to close."""
+    before, timers = ffmpeg_children(), _timers()
+    deadline = time.monotonic() + QUICK_DEADLINE_SECONDS
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        blocks = ffmpeg_output(QUICK_ARGS, 1 << 20, what="quick", deadline=deadline)
+        first = next(blocks)  # shorter than asked for: the output has ended
+        assert len(first) == 1600
+        running = ffmpeg_children() - before
+        _poll(lambda: _exited_unreaped(running), "FFmpeg exited", QUICK_DEADLINE_SECONDS)
+        _wait_until_fired(timers)
+        assert time.monotonic() >= deadline
+        assert list(blocks) == []  # ends without StageTimeout
+        del blocks
+        gc.collect()
+    assert ffmpeg_children() == before
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
