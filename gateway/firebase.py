@@ -7,8 +7,8 @@ and it is neither expired nor issued in the future; its subject is the Firebase 
 
 The key id in a token's header is chosen by whoever sent it, before anything is
 verified. So the JWKS is read again for an unknown key id at most once per
-``VI_FIREBASE_JWKS_MIN_REFETCH_SECONDS``, under a lock (concurrent callers wait for the
-one fetch instead of each making their own); in between, an unknown key id is refused
+``VI_FIREBASE_JWKS_MIN_REFETCH_SECONDS``, by one request at a time (the others answer
+from the keys held meanwhile, without waiting); in between, an unknown key id is refused
 without asking Google. Random key ids cannot make us hammer Google's key server.
 """
 
@@ -53,14 +53,25 @@ class KeySet:
         key = self._keys.get(kid)
         if key is not None and not self._stale():
             return key
-        with self._lock:
+        if not self._lock.acquire(blocking=self._fetched_at is None):
+            # Another request is fetching: answer from the keys held rather than tie up
+            # a thread for the fetch's length (Google publishes a key before it signs
+            # with it, so a genuine token's key is already held). Only while no key set
+            # was ever held is there nothing to answer from, and then callers wait.
+            return self._held(kid)
+        try:
             if (kid not in self._keys or self._stale()) and self._may_fetch():
                 self._fetch()
-            key = self._keys.get(kid)
-            if key is None and self._fetched_at is None:
-                raise TransientError(
-                    Reason.PROVIDER_UNAVAILABLE, "cannot fetch the Firebase signing keys"
-                )
+        finally:
+            self._lock.release()
+        return self._held(kid)
+
+    def _held(self, kid: str) -> jwt.PyJWK:
+        key = self._keys.get(kid)
+        if key is None and self._fetched_at is None:
+            raise TransientError(
+                Reason.PROVIDER_UNAVAILABLE, "cannot fetch the Firebase signing keys"
+            )
         if key is None:
             raise InvalidToken(f"signing key {kid!r} not found")
         return key
@@ -76,8 +87,11 @@ class KeySet:
         self._tried_at = time.monotonic()
         try:
             keys = self._client.get_signing_keys()
-        except (jwt.PyJWKClientError, jwt.PyJWKSetError) as exc:
-            log.warning("Firebase signing keys not fetched", extra={"detail": str(exc)})
+        except Exception as exc:  # unreachable, an error page, not a key set: none fetched
+            log.warning(
+                "Firebase signing keys not fetched",
+                extra={"detail": f"{type(exc).__name__}: {exc}"},
+            )
             return
         self._keys = {key.key_id: key for key in keys if key.key_id}
         self._fetched_at = self._tried_at

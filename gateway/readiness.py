@@ -44,6 +44,15 @@ class Readiness:
         self._periodic = Periodic("readiness", interval, self.check, first_after=interval)
         self.rounds = 0  # rounds of probes run (a burst of /readyz must not move it)
         self.last = Checks({}, 0.0)
+        # Past this age the last round says nothing: the probing thread is stuck or dead.
+        self._stale_after = 3 * interval + 3 * PROBE_TIMEOUT_SECONDS
+
+    def current(self) -> Checks:
+        """The last round, or a failed ``probes`` check once it is too old to trust."""
+        age = time.time() - self.last.checked_at
+        if age <= self._stale_after:
+            return self.last
+        return Checks({"probes": f"stale (last round {age:.0f} s ago)"}, self.last.checked_at)
 
     def start(self) -> None:
         """Probe once, so the first /readyz has an answer, then keep probing."""

@@ -65,6 +65,8 @@ def address_allowed(address: IPAddress, allowed: Iterable[Network] = ()) -> bool
     if any(address in network for network in allowed):
         return True
     if isinstance(address, ipaddress.IPv6Address):
+        if address in NAT64_LOCAL_USE:
+            return False  # the IPv4 address sits where the operator's prefix puts it
         carried = embedded_ipv4(address)
         if carried:
             return all(address_allowed(inner, allowed) for inner in carried)
@@ -73,11 +75,15 @@ def address_allowed(address: IPAddress, allowed: Iterable[Network] = ()) -> bool
 
 # IPv6 prefixes whose low 32 bits are an IPv4 address: IPv4-compatible (::/96,
 # deprecated), IPv4-mapped (::ffff:0:0/96), IPv4-translated (::ffff:0:0:0/96, RFC 2765),
-# NAT64 well-known and local-use (64:ff9b::/96, RFC 6052; 64:ff9b:1::/48, RFC 8215).
+# NAT64's well-known prefix (64:ff9b::/96, RFC 6052).
 LOW_32_BITS_IPV4 = tuple(
     ipaddress.IPv6Network(prefix)
-    for prefix in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96", "64:ff9b:1::/48")
+    for prefix in ("::/96", "::ffff:0:0/96", "::ffff:0:0:0/96", "64:ff9b::/96")
 )
+# NAT64's local-use prefix (RFC 8215): the operator picks a prefix of /32 to /96 inside
+# it, and RFC 6052 puts the IPv4 address at bits that depend on that length, so what it
+# carries cannot be read without knowing the translator: refused unless allowlisted.
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
 
 
 def embedded_ipv4(address: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:

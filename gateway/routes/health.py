@@ -19,6 +19,7 @@ REASON_FOR_DEPENDENCY = {
     "postgres": Reason.DATABASE_UNAVAILABLE,
     "kafka": Reason.BROKER_UNAVAILABLE,
     "registry": Reason.REGISTRY_UNAVAILABLE,
+    "probes": Reason.TIMEOUT,
 }
 
 
@@ -40,13 +41,15 @@ def healthz() -> Health:
 @router.get("/readyz", response_model=Readiness, responses=responses(503))
 async def readyz(readiness: ReadinessDep) -> Readiness:
     """PostgreSQL, Kafka and the schema registry were reachable at the last background
-    probe (every ``VI_GATEWAY_READINESS_INTERVAL_SECONDS``); 503 names the first down."""
-    checks = readiness.last
+    probe (every ``VI_GATEWAY_READINESS_INTERVAL_SECONDS``); 503 names the first down,
+    or says the probes themselves stopped."""
+    checks = readiness.current()
     if checks.failed:
         detail = "; ".join(f"{name}: {checks.results[name]}" for name in checks.failed)
         raise ApiError(
             REASON_FOR_DEPENDENCY[checks.failed[0]],
             f"not ready: {detail}",
+            status=503,
             headers={"Retry-After": "5"},
         )
     return Readiness(status="ready", checks=checks.results)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -146,3 +148,50 @@ def test_firebase_key_server_down_is_503_not_401(
     assert answer.json()["error"]["reason"] == "provider_unavailable"
     assert "retry-after" in answer.headers
     assert with_key.status_code == 200  # API keys do not depend on Google
+
+
+class ErrorPage(BaseHTTPRequestHandler):
+    """A key server behind a proxy that answers an HTML page instead of a key set."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>502 Bad Gateway</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_key_server_answering_an_error_page_is_503_not_500(
+    gateway_factory: GatewayFactory, customer: Customer, firebase_keys: FirebaseKeys
+) -> None:
+    page = ThreadingHTTPServer(("127.0.0.1", 0), ErrorPage)
+    threading.Thread(target=page.serve_forever, daemon=True).start()
+    try:
+        gateway = gateway_factory(firebase_jwks_url=f"http://127.0.0.1:{page.server_port}/jwks")
+        token = firebase_keys.token(customer.firebase_uid)
+        with gateway.client() as client:
+            answer = client.get("/v1/jobs", headers={"Authorization": f"Bearer {token}"})
+    finally:
+        page.shutdown()
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["reason"] == "provider_unavailable"
+
+
+def test_readyz_refuses_once_its_background_probes_stop(gateway_factory: GatewayFactory) -> None:
+    """A probing thread that died or hangs must not leave /readyz answering its last
+    "ready" for ever."""
+    gateway = gateway_factory(gateway_readiness_interval_seconds=0.5)
+    gateway.app.state.readiness.stop()
+    deadline = time.monotonic() + 60
+    with gateway.client() as client:
+        assert client.get("/readyz").status_code == 200
+        while (answer := client.get("/readyz")).status_code == 200:
+            assert time.monotonic() < deadline, "still ready a minute after the probes stopped"
+            time.sleep(0.2)
+    assert answer.status_code == 503
+    assert answer.json()["error"]["reason"] == "timeout"
+    assert "stale" in answer.json()["error"]["message"]
