@@ -24,6 +24,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from gateway.periodic import Periodic
 from schemas.codec import Codec
 from sinks.db import Pool, transaction
 from sinks.jobs import mark_many_published, mark_published, unpublished
@@ -182,24 +183,16 @@ class Relay:
         self._publisher = publisher
         self._interval = settings.gateway_relay_interval_seconds
         self._min_age = timedelta(seconds=settings.gateway_relay_min_age_seconds)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._periodic = Periodic(
+            "outbox-relay", self._interval, self.relay_once, first_after=self._interval
+        )
 
     def start(self) -> None:
         if self._interval > 0:
-            self._thread.start()
+            self._periodic.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stopping.wait(self._interval):
-            try:
-                self.relay_once()
-            except Exception:
-                log.exception("outbox relay pass failed; retrying next interval")
+        self._periodic.stop()
 
     def relay_once(self) -> int:
         """Publish one batch of old unpublished rows; return how many were published."""

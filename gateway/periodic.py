@@ -1,4 +1,5 @@
-"""A piece of background work repeated on a thread of its own: readiness probes, job gauges.
+"""A piece of background work repeated on a thread of its own: readiness probes, job gauges,
+the outbox relay.
 
 Requests answer from the work's last result instead of doing the work themselves, so a
 burst of requests (or of scrapes) costs PostgreSQL, Kafka and the registry nothing extra.
@@ -17,7 +18,7 @@ class Periodic:
     """Calls ``work`` every ``interval_seconds`` (the first time after ``first_after``)."""
 
     def __init__(
-        self, name: str, interval_seconds: float, work: Callable[[], None], first_after: float = 0
+        self, name: str, interval_seconds: float, work: Callable[[], object], first_after: float = 0
     ) -> None:
         self._interval = interval_seconds
         self._work = work
