@@ -48,7 +48,9 @@ def _limit(text: str) -> int | None:
 
 
 def run_expire(args: argparse.Namespace) -> int:
-    """Print what the pass did as JSON; exit 2 if PostgreSQL or Kafka is unreachable.
+    """Print what the pass did as JSON; exit 2 if PostgreSQL is unreachable or charges
+    remain unpublished (Kafka did not acknowledge them within
+    ``VI_PRODUCER_FLUSH_TIMEOUT_SECONDS``; the next pass produces them).
 
     Safe beside the gateways' own sweepers: only one pass runs at a time (``skipped``).
     """
@@ -70,6 +72,13 @@ def run_expire(args: argparse.Namespace) -> int:
         producer.flush(settings.producer_flush_timeout_seconds)
         pool.close()
     print(json.dumps(asdict(report)))
+    if report.unpublished:
+        print(
+            f"vidinsight uploads expire: {report.unpublished} storage charges not acknowledged"
+            " by Kafka; they stay in upload_charges for the next pass",
+            file=sys.stderr,
+        )
+        return 2
     return 0
 
 

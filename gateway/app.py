@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import ModuleType
 
 from fastapi import FastAPI
@@ -48,32 +48,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        ctx = _open_context(settings)
-        relay = Relay(settings, ctx.pool, ctx.publisher)
-        relay.start()
-        sweeper = UploadSweeper(settings, ctx.pool, ctx.blobs)
-        sweeper.start()
-        readiness = Readiness(ctx)
-        readiness.start()
-        poller = EventPoller(settings, ctx.pool)
-        poller.start()
-        listener = metrics.MetricsListener(settings, ctx.pool)
-        app.state.context = ctx
-        app.state.readiness = readiness
-        app.state.event_poller = poller
-        log.info("gateway started", extra={"topic": ctx.jobs_topic})
-        try:
+        # Each part registers its own stop as soon as it runs, so a failed start-up stops
+        # what had started, and shutdown stops everything, in reverse order.
+        async with AsyncExitStack() as started:
+            ctx = _open_context(settings, started)
+            relay = Relay(settings, ctx.pool, ctx.publisher)
+            relay.start()
+            started.callback(relay.stop)
+            sweeper = UploadSweeper(settings, ctx.pool, ctx.blobs)
+            sweeper.start()
+            started.callback(sweeper.stop)
+            readiness = Readiness(ctx)
+            readiness.start()
+            started.callback(readiness.stop)
+            poller = EventPoller(settings, ctx.pool)
+            poller.start()
+            started.push_async_callback(poller.stop)
+            listener = metrics.MetricsListener(settings, ctx.pool)
+            started.callback(listener.close)
+            app.state.context = ctx
+            app.state.readiness = readiness
+            app.state.event_poller = poller
+            log.info("gateway started", extra={"topic": ctx.jobs_topic})
             yield
-        finally:
-            listener.close()
-            await poller.stop()
-            readiness.stop()
-            sweeper.stop()
-            relay.stop()
-            ctx.lag.close()
-            ctx.analytics.close()
-            ctx.publisher.close()
-            ctx.pool.close()
 
     app = FastAPI(
         title="vidinsight",
@@ -102,19 +99,27 @@ def _api_routes(modules: tuple[ModuleType, ...]) -> list[APIRoute]:
     return [r for module in modules for r in module.router.routes if isinstance(r, APIRoute)]
 
 
-def _open_context(settings: Settings) -> GatewayContext:
+def _open_context(settings: Settings, started: AsyncExitStack) -> GatewayContext:
+    """The request context; each part that holds resources is closed by ``started``."""
     topic = jobs_topic(settings)
     pool = create_pool(settings, name="gateway")
+    started.callback(pool.close)
+    publisher = Publisher(settings, Codec(settings.registry_url), topic, pool)
+    started.callback(publisher.close)
     admin = admin_client(settings.kafka_bootstrap)
+    analytics = Analytics(settings)
+    started.callback(analytics.close)
+    lag = LagMonitor(settings, admin, settings.gateway_lag_group, topic)
+    started.callback(lag.close)
     return GatewayContext(
         settings=settings,
         pool=pool,
-        publisher=Publisher(settings, Codec(settings.registry_url), topic, pool),
+        publisher=publisher,
         firebase=FirebaseVerifier(settings),
-        lag=LagMonitor(settings, admin, settings.gateway_lag_group, topic),
+        lag=lag,
         admin=admin,
         blobs=BlobStore.from_settings(settings),
-        analytics=Analytics(settings),
+        analytics=analytics,
     )
 
 

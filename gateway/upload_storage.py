@@ -12,7 +12,12 @@ by the next pass, and the event id makes the ledger count a charge once.
 
 The sweeper runs in every gateway (a thread), one at a time across the platform under a
 PostgreSQL advisory lock, and on demand as ``vidinsight uploads expire``. Every pass is
-idempotent: each upload is re-examined under its row lock before it is touched.
+idempotent: each upload is re-examined under its row lock before it is touched. An
+upload that cannot be removed or billed (its blob outside the current store, a storage
+error) is logged with the reason, counted as ``failed`` and left for the next pass; it
+never stops the others, the billing or the publishing. An upload still arriving after
+``VI_UPLOAD_RECEIVING_TIMEOUT_SECONDS`` (its gateway died) is released like an expired
+one, and its partial file is removed once nothing has written to it for that long.
 """
 
 from __future__ import annotations
@@ -20,22 +25,22 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from inference.pricing import DEFAULT_PRICING_FILE, PriceBook, load_pricing
+from inference.pricing import PriceBook, configured_pricing_file, load_pricing
 from schemas.codec import Codec
 from sinks import uploads
 from sinks.blobs import BlobStore
 from sinks.db import Connection, Pool, transaction, translate_errors
+from streams.costs.events import CostEvent, costs_topic, priced_cost_event
 from streams.runtime.clients import make_producer
-from topics.catalogue import COSTS_TOPIC
+from vidinsight.errors import VidinsightError
 from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,17 +48,27 @@ log = logging.getLogger(__name__)
 HOURS_PER_MONTH = 730  # the price book's storage_bytes price is per byte and month
 STAGE = "uploads"  # the stage storage charges are reported under (ledger, /v1/usage)
 PROVIDER, MODEL, UNIT = "storage", "blob", "storage_bytes"
-SWEEP_LOCK_KEY = 0x7669757073776570  # any fixed bigint: spells "viupswep"
 PUBLISH_BATCH = 1000
+UPLOADS_PREFIX = "uploads"  # every upload's blob key starts with it
+# stop() waits this long beyond the producer's flush timeouts (a pass finishing the
+# upload it is on, producing one batch, and the thread's last flush).
+STOP_GRACE_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
 class SweepReport:
-    """What one pass did; ``skipped`` when another sweeper held the lock."""
+    """What one pass did; ``skipped`` when another sweeper held the lock.
+
+    ``failed``: uploads left as they were after an error (each logged with its reason);
+    ``unpublished``: charges the costs topic had not acknowledged by the pass's end.
+    """
 
     expired: int = 0
     billed: int = 0
+    failed: int = 0
     published: int = 0
+    unpublished: int = 0
+    partials_removed: int = 0
     skipped: bool = False
 
 
@@ -61,35 +76,36 @@ def ttl(settings: Settings) -> timedelta:
     return timedelta(hours=settings.upload_ttl_hours)
 
 
-def price_book(settings: Settings) -> PriceBook:
-    """The price book these settings name (``VI_PRICING_FILE``, else the shipped one)."""
-    return load_pricing(Path(settings.pricing_file or DEFAULT_PRICING_FILE))
+def receiving_timeout(settings: Settings) -> timedelta:
+    return timedelta(seconds=settings.upload_receiving_timeout_seconds)
+
+
+def upload_key(customer_id: str, upload_id: str) -> str:
+    """The blob key of an upload: under its customer's folder of the uploads prefix."""
+    return f"{UPLOADS_PREFIX}/{customer_id}/{upload_id}"
 
 
 def storage_charge(
     upload: Mapping[str, Any], start: datetime, end: datetime, prices: PriceBook
-) -> dict[str, Any]:
+) -> CostEvent:
     """The CostEvent for holding the upload's bytes from ``start`` to ``end``.
 
     Its id is fixed by the upload and the period, so the same charge is the same event.
     """
     byte_months = int(upload["bytes"]) * (end - start).total_seconds() / 3600 / HOURS_PER_MONTH
     period = f"{upload['upload_id']}:{start.isoformat()}:{end.isoformat()}"
-    return {
-        "event_id": hashlib.sha256(f"upload-storage:{period}".encode()).hexdigest(),
-        "customer_id": upload["customer_id"],
-        "job_id": upload["upload_id"],
-        "stage": STAGE,
-        "provider": PROVIDER,
-        "model": MODEL,
-        "unit": UNIT,
-        "quantity": byte_months,
-        "input_tokens": 0,
-        "cached_tokens": 0,
-        "output_tokens": 0,
-        "amount_usd_micros": prices.cost_usd_micros(PROVIDER, MODEL, {UNIT: byte_months}),
-        "occurred_at_ms": int(end.timestamp() * 1000),
-    }
+    return priced_cost_event(
+        prices,
+        event_id=hashlib.sha256(f"upload-storage:{period}".encode()).hexdigest(),
+        customer_id=upload["customer_id"],
+        job_id=upload["upload_id"],
+        stage=STAGE,
+        provider=PROVIDER,
+        model=MODEL,
+        unit=UNIT,
+        quantity=byte_months,
+        occurred_at_ms=int(end.timestamp() * 1000),
+    )
 
 
 def remove_upload(
@@ -121,83 +137,128 @@ def sweep(
     producer: Producer,
     codec: Codec,
     now: datetime | None = None,
+    stopping: threading.Event | None = None,
 ) -> SweepReport:
-    """One pass: expire, bill the long-held, produce the charges; skipped if another runs."""
+    """One pass: expire, bill the long-held, produce the charges, remove dead partial
+    files; skipped if another sweeper runs. ``stopping`` set: stop at the next upload."""
     now = now or datetime.now(UTC)
-    with translate_errors(), pool.connection() as conn:
-        locked = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SWEEP_LOCK_KEY,))
-        got = bool((locked.fetchone() or {}).get("ok"))
-        conn.commit()
+    stopping = stopping or threading.Event()
+    with translate_errors(), pool.connection() as conn, uploads.sweep_lock(conn) as got:
         if not got:
             return SweepReport(skipped=True)
-        try:
-            prices = price_book(settings)
-            report = SweepReport(
-                expired=_expire(settings, pool, blobs, prices, now),
-                billed=_bill(settings, pool, prices, now),
-                published=publish_charges(settings, pool, producer, codec),
-            )
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK_KEY,))
-            conn.commit()
+        prices = load_pricing(configured_pricing_file(settings))
+        expired, expire_failed = _expire(settings, pool, blobs, prices, now, stopping)
+        billed, bill_failed = _bill(settings, pool, prices, now, stopping)
+        published = publish_charges(settings, pool, producer, codec, stopping)
+        with transaction(pool) as tx:
+            unpublished = uploads.count_unpublished_charges(tx)
+    report = SweepReport(
+        expired=expired,
+        billed=billed,
+        failed=expire_failed + bill_failed,
+        published=published,
+        unpublished=unpublished,
+        partials_removed=blobs.remove_stale_partials(
+            UPLOADS_PREFIX, now - receiving_timeout(settings)
+        ),
+    )
     log.info("upload sweep done", extra={"detail": str(report)})
     return report
 
 
-def _expire(
-    settings: Settings, pool: Pool, blobs: BlobStore, prices: PriceBook, now: datetime
-) -> int:
-    """Delete every upload past its expiry; each re-examined under its lock (a job may
-    have named it since it was listed)."""
-    with transaction(pool) as conn:
-        candidates = uploads.expired_uploads(conn, ttl(settings), now)
-    expired = 0
+def _each_isolated(
+    what: str,
+    candidates: list[dict[str, Any]],
+    stopping: threading.Event,
+    handle: Callable[[dict[str, Any]], bool],
+) -> tuple[int, int]:
+    """Run ``handle`` on each candidate until asked to stop; an error is logged with its
+    reason and counted, and the next candidate goes on. (done, failed)."""
+    done = failed = 0
     for candidate in candidates:
+        if stopping.is_set():
+            break
+        try:
+            done += handle(candidate)
+        except Exception as exc:
+            failed += 1
+            reason = exc.reason.value if isinstance(exc, VidinsightError) else type(exc).__name__
+            log.warning(
+                f"upload not {what}; retried next pass",
+                extra={
+                    "customer_id": candidate["customer_id"],
+                    "reason": reason,
+                    "detail": f"{candidate['upload_id']}: {exc}",
+                },
+            )
+    return done, failed
+
+
+def _expire(
+    settings: Settings,
+    pool: Pool,
+    blobs: BlobStore,
+    prices: PriceBook,
+    now: datetime,
+    stopping: threading.Event,
+) -> tuple[int, int]:
+    """Delete every upload due for removal, each re-examined under its lock (a job may
+    have named it since it was listed); (expired, failed)."""
+    lifetime, receiving = ttl(settings), receiving_timeout(settings)
+
+    def expire(candidate: dict[str, Any]) -> bool:
         with transaction(pool) as conn:
             upload = uploads.lock_upload(conn, candidate["upload_id"], candidate["customer_id"])
-            if upload is None:
-                continue
-            until = uploads.expires_at(conn, upload["upload_id"], ttl(settings))
-            if until is None or until > now:
-                continue
+            if upload is None or not uploads.is_expired(
+                conn, upload["upload_id"], lifetime, receiving, now
+            ):
+                return False
             remove_upload(conn, blobs, upload, prices, now)
-            expired += 1
-            log.info(
-                "upload expired",
-                extra={"customer_id": upload["customer_id"], "detail": upload["upload_id"]},
-            )
-    return expired
+        log.info(
+            "upload expired" if upload["completed_at"] else "cut-off upload released",
+            extra={"customer_id": upload["customer_id"], "detail": upload["upload_id"]},
+        )
+        return True
 
-
-def _bill(settings: Settings, pool: Pool, prices: PriceBook, now: datetime) -> int:
-    """Charge each upload held a billing period or more since last billed, in whole periods."""
-    period = timedelta(hours=settings.upload_billing_period_hours)
     with transaction(pool) as conn:
-        candidates = uploads.uploads_to_bill(conn, now - period)
-    billed = 0
-    for candidate in candidates:
+        candidates = uploads.expired_uploads(conn, lifetime, receiving, now)
+    return _each_isolated("expired", candidates, stopping, expire)
+
+
+def _bill(
+    settings: Settings, pool: Pool, prices: PriceBook, now: datetime, stopping: threading.Event
+) -> tuple[int, int]:
+    """Charge each upload held a billing period or more since last billed, in whole
+    periods; (billed, failed)."""
+    period = timedelta(hours=settings.upload_billing_period_hours)
+
+    def bill(candidate: dict[str, Any]) -> bool:
         with transaction(pool) as conn:
             upload = uploads.lock_upload(conn, candidate["upload_id"], candidate["customer_id"])
             if upload is None or upload["billed_until"] > now - period:
-                continue
+                return False
             start = upload["billed_until"]
             end = start + period * ((now - start) // period)
             uploads.record_charge(
                 conn, upload["upload_id"], storage_charge(upload, start, end, prices)
             )
             uploads.set_billed_until(conn, upload["upload_id"], end)
-            billed += 1
-    return billed
+        return True
+
+    with transaction(pool) as conn:
+        candidates = uploads.uploads_to_bill(conn, now - period)
+    return _each_isolated("billed", candidates, stopping, bill)
 
 
-def costs_topic(settings: Settings) -> str:
-    """Where cost events go: the aggregator's input topic."""
-    return settings.costs_input_topic or COSTS_TOPIC
-
-
-def publish_charges(settings: Settings, pool: Pool, producer: Producer, codec: Codec) -> int:
-    """Produce the outbox's charges until it is empty or the broker stops acknowledging;
-    return how many were acknowledged (and stamped)."""
+def publish_charges(
+    settings: Settings,
+    pool: Pool,
+    producer: Producer,
+    codec: Codec,
+    stopping: threading.Event,
+) -> int:
+    """Produce the outbox's charges until it is empty, the broker stops acknowledging or
+    the sweeper is asked to stop; return how many were acknowledged (and stamped)."""
     topic = costs_topic(settings)
     published = 0
     while True:
@@ -208,7 +269,7 @@ def publish_charges(settings: Settings, pool: Pool, producer: Producer, codec: C
             with transaction(pool) as conn:
                 uploads.mark_charges_published(conn, acked)
         published += len(acked)
-        if len(acked) < PUBLISH_BATCH:
+        if len(acked) < PUBLISH_BATCH or stopping.is_set():
             return published
 
 
@@ -252,16 +313,34 @@ class UploadSweeper:
             self._thread.start()
 
     def stop(self) -> None:
+        """Ask the thread to stop (a pass stops at its next upload) and wait a bounded
+        time; a thread still busy is left behind (a daemon: the next pass redoes its work)."""
         self._stopping.set()
+        if not self._thread.is_alive():
+            return
+        self._thread.join(2 * self._settings.producer_flush_timeout_seconds + STOP_GRACE_SECONDS)
         if self._thread.is_alive():
-            self._thread.join()
+            log.warning("upload sweeper did not stop in time; left to finish on its own")
 
     def _run(self) -> None:
-        producer = make_producer(self._settings)
-        codec = Codec(self._settings.registry_url)
+        """Sweep every interval; the producer and codec are built by the first pass that
+        can (a broker or registry down at start-up is retried next interval)."""
+        producer: Producer | None = None
+        codec: Codec | None = None
         while not self._stopping.wait(self._settings.upload_sweep_interval_seconds):
             try:
-                sweep(self._settings, self._pool, self._blobs, producer, codec)
+                if producer is None or codec is None:
+                    producer = make_producer(self._settings)
+                    codec = Codec(self._settings.registry_url)
+                sweep(
+                    self._settings,
+                    self._pool,
+                    self._blobs,
+                    producer,
+                    codec,
+                    stopping=self._stopping,
+                )
             except Exception:
                 log.exception("upload sweep failed; retrying next interval")
-        producer.flush(self._settings.producer_flush_timeout_seconds)
+        if producer is not None:
+            producer.flush(self._settings.producer_flush_timeout_seconds)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vidinsight.errors import PermanentError, Reason
-from vidinsight.settings import get_settings
+from vidinsight.settings import Settings, get_settings
 
 # Importing litellm without this fetches the price map from the internet, with retries.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -114,8 +114,15 @@ class PriceBook:
 
 
 def load_pricing(path: Path | None = None) -> PriceBook:
-    """Read the pricing file (and litellm's bundled map); ValueError for a malformed file."""
+    """The pricing file's prices (and litellm's bundled map); ValueError for a malformed
+    file. Read again only when the file changed: callers ask on every charge."""
     path = path or configured_pricing_file()
+    return _read_pricing(path, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _read_pricing(path: Path, _mtime_ns: int) -> PriceBook:
+    """Parse one version of the pricing file (the modification time keys the cache)."""
     with path.open("rb") as f:
         document = tomllib.load(f)
     configured: dict[tuple[str, str], ModelPrice] = {}
@@ -127,9 +134,10 @@ def load_pricing(path: Path | None = None) -> PriceBook:
     return PriceBook(configured, _litellm_price_map())
 
 
-def configured_pricing_file() -> Path:
-    """``VI_PRICING_FILE`` if set, else the file shipped beside this module."""
-    return Path(get_settings().pricing_file or DEFAULT_PRICING_FILE)
+def configured_pricing_file(settings: Settings | None = None) -> Path:
+    """``VI_PRICING_FILE`` of ``settings`` (the process's by default) if set, else the file
+    shipped beside this module."""
+    return Path((settings or get_settings()).pricing_file or DEFAULT_PRICING_FILE)
 
 
 def _parse_units(

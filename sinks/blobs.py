@@ -17,6 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
@@ -28,6 +29,9 @@ from vidinsight.identifiers import is_identifier
 from vidinsight.settings import Settings
 
 COPY_BLOCK_BYTES = 1 << 20
+# A blob being written (file://) is a file of this prefix beside its key until complete;
+# keys start with a letter or digit, so no key is ever taken for one.
+PARTIAL_PREFIX = ".partial-"
 
 
 def file_sha256(path: Path) -> str:
@@ -92,7 +96,9 @@ class BlobStore:
         if self.is_local:
             target = self._file(key)
             target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as handle:
+            with tempfile.NamedTemporaryFile(
+                dir=target.parent, prefix=PARTIAL_PREFIX, delete=False
+            ) as handle:
                 try:
                     yield handle  # type: ignore[misc]
                 except BaseException:
@@ -130,6 +136,25 @@ class BlobStore:
         fs, path = fsspec.core.url_to_fs(f"{self.root_uri}/{key}")
         if fs.exists(path):
             fs.rm(path)
+
+    def remove_stale_partials(self, prefix: str, older_than: datetime) -> int:
+        """Remove blobs under the key ``prefix`` left half-written (their writer died)
+        and untouched since ``older_than``; how many. A live writer keeps its file's
+        modification time fresh, so its file is left alone.
+
+        Only a ``file://`` store has such files: an ``s3://`` blob being written is a
+        multipart upload that never becomes an object unless completed (the bucket's
+        AbortIncompleteMultipartUpload lifecycle rule reclaims a dead writer's parts).
+        """
+        if self._root_dir is None or not is_key(prefix):
+            return 0
+        cutoff = older_than.timestamp()
+        removed = 0
+        for partial in self._file(prefix).rglob(f"{PARTIAL_PREFIX}*"):
+            if partial.is_file() and partial.stat().st_mtime < cutoff:
+                partial.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     @contextmanager
     def local_path(self, uri: str) -> Iterator[Path]:

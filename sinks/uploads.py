@@ -2,13 +2,21 @@
 
 An upload's row exists from the moment its body starts to arrive: until it completes,
 its ``bytes`` are the quota it has reserved, so concurrent uploads of one customer
-never together pass the quota. Every change to a customer's reservations happens under
-a transaction-scoped advisory lock on that customer and re-counts the customer's rows
-after taking it, which is what makes the check and the reservation one atomic step.
+never together pass the quota. Every change that adds to a customer's reservations
+(``begin_upload``, ``reserve_more``) happens under a transaction-scoped advisory lock on
+that customer and re-counts the customer's rows after taking it, which is what makes
+the check and the reservation one atomic step. The other changes only shrink or drop a
+reservation (``complete_upload`` sets the real size, never more than what was reserved
+as the body arrived; ``discard_upload`` and ``delete_upload`` remove the row), so they
+need no lock: a check running meanwhile counts the larger, older figure and errs on the
+side of refusing, never of letting a customer past the quota.
 
 The API only ever sees completed uploads. ``get_upload`` locks the row it returns (FOR
 SHARE) for the caller's transaction, so a job that names an upload is committed before
 a DELETE or the sweeper may look for the jobs reading it, or not at all.
+
+An upload still arriving after ``VI_UPLOAD_RECEIVING_TIMEOUT_SECONDS`` is taken to be
+cut off (its gateway died) and is released by the sweep like an expired one.
 
 Storage charges are an outbox: written in the transaction that bills or deletes the
 upload, produced to the costs topic later (``gateway.upload_storage``) and stamped.
@@ -16,7 +24,8 @@ upload, produced to the costs topic later (``gateway.upload_storage``) and stamp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +35,8 @@ from psycopg.types.json import Jsonb
 from sinks.db import Connection
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.settings import Settings
+
+SWEEP_LOCK_KEY = 0x7669757073776570  # any fixed bigint: spells "viupswep"
 
 # When an upload expires (null: never while a queued or running job of its customer
 # reads it): the TTL after it was stored, or after the last job that read it finished.
@@ -55,6 +66,22 @@ class UploadQuota:
 class UploadUsage:
     count: int
     bytes: int
+
+
+@contextmanager
+def sweep_lock(conn: Connection) -> Iterator[bool]:
+    """Hold the platform-wide sweep lock (session-scoped, so it outlives the pass's own
+    transactions) while the block runs; yields False at once if another sweeper has it."""
+    row = conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (SWEEP_LOCK_KEY,)).fetchone()
+    conn.commit()
+    if row is None or not row["ok"]:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (SWEEP_LOCK_KEY,))
+        conn.commit()
 
 
 def upload_quota(conn: Connection, customer_id: str, settings: Settings) -> UploadQuota:
@@ -231,22 +258,37 @@ def in_use(conn: Connection, upload: Mapping[str, Any]) -> bool:
     return row is not None
 
 
-def expires_at(conn: Connection, upload_id: str, ttl: timedelta) -> datetime | None:
-    """When the upload expires as of this statement (None while a job reads it)."""
-    row = conn.execute(
-        f"SELECT {_EXPIRES_AT} AS expires_at FROM uploads u WHERE u.upload_id = %(id)s",
-        {"id": upload_id, "ttl": ttl},
-    ).fetchone()
-    return None if row is None else row["expires_at"]
+# Whether an upload is due for removal: one still arriving past the receiving timeout,
+# or a completed one past its expiry (``created_at`` first, which the index answers:
+# no upload expires sooner than its TTL after it was created).
+_DUE = f"""
+(u.completed_at IS NULL AND u.created_at <= %(now)s - %(receiving)s::interval)
+OR (u.completed_at IS NOT NULL AND u.created_at <= %(now)s - %(ttl)s::interval
+    AND {_EXPIRES_AT} <= %(now)s)
+"""
 
 
-def expired_uploads(conn: Connection, ttl: timedelta, now: datetime) -> list[dict[str, Any]]:
-    """Uploads whose expiry has passed (arriving ones too: their gateway died)."""
+def expired_uploads(
+    conn: Connection, ttl: timedelta, receiving: timedelta, now: datetime
+) -> list[dict[str, Any]]:
+    """Uploads due for removal as of ``now`` (see ``_DUE``), oldest first."""
     return conn.execute(
-        "SELECT u.upload_id, u.customer_id FROM uploads u"
-        f" WHERE u.created_at <= %(cutoff)s AND {_EXPIRES_AT} <= %(now)s",
-        {"cutoff": now - ttl, "now": now, "ttl": ttl},
+        f"SELECT u.upload_id, u.customer_id FROM uploads u WHERE {_DUE}"
+        " ORDER BY u.created_at, u.upload_id",
+        {"now": now, "ttl": ttl, "receiving": receiving},
     ).fetchall()
+
+
+def is_expired(
+    conn: Connection, upload_id: str, ttl: timedelta, receiving: timedelta, now: datetime
+) -> bool:
+    """Whether the upload is still due for removal as of this statement (a job may have
+    named it since it was listed)."""
+    row = conn.execute(
+        f"SELECT coalesce({_DUE}, false) AS due FROM uploads u WHERE u.upload_id = %(id)s",
+        {"id": upload_id, "now": now, "ttl": ttl, "receiving": receiving},
+    ).fetchone()
+    return row is not None and bool(row["due"])
 
 
 def uploads_to_bill(conn: Connection, before: datetime) -> list[dict[str, Any]]:
@@ -283,6 +325,14 @@ def unpublished_charges(conn: Connection, limit: int) -> list[dict[str, Any]]:
         (limit,),
     ).fetchall()
     return [row["record"] for row in rows]
+
+
+def count_unpublished_charges(conn: Connection) -> int:
+    """How many charges the costs topic has not acknowledged yet."""
+    row = conn.execute(
+        "SELECT count(*) AS n FROM upload_charges WHERE published_at IS NULL"
+    ).fetchone()
+    return 0 if row is None else int(row["n"])
 
 
 def mark_charges_published(conn: Connection, event_ids: Iterable[str]) -> None:

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     # An upload no queued or running job reads is deleted (blob and row) this long after
     # it was stored, or after the last job that read it finished, whichever is later.
     upload_ttl_hours: float = 72.0
+    # An upload still arriving this long after it started is taken to be cut off (its
+    # gateway died): the sweep gives its quota back and removes its partial file. An
+    # upload must arrive within this time.
+    upload_receiving_timeout_seconds: float = 3600.0
     # Storage held by uploads is billed at deletion and, for uploads held longer, once
     # per this many hours.
     upload_billing_period_hours: float = 24.0

@@ -32,7 +32,8 @@ from gateway.api_errors import ApiError, responses
 from gateway.auth import CustomerId
 from gateway.context import Context, GatewayContext
 from gateway.multipart_file import FileFieldReader
-from gateway.upload_storage import price_book, remove_upload, ttl
+from gateway.upload_storage import remove_upload, ttl, upload_key
+from inference.pricing import configured_pricing_file, load_pricing
 from sinks import uploads
 from sinks.blobs import BlobStore
 from sinks.db import transaction
@@ -122,12 +123,12 @@ async def upload_media(
     if reserve > limit:
         raise _too_large(limit)
     upload_id = f"upl_{uuid.uuid4().hex}"
-    key = f"uploads/{customer_id}/{upload_id}"
+    key = upload_key(customer_id, upload_id)
     reservation = _Reservation(ctx, upload_id, customer_id, reserve)
     await run_in_threadpool(reservation.begin, ctx.blobs.uri(key))
     try:
         size, digest = await _stream_to_blob(
-            request, ctx.blobs, key, limit, content_type, reservation
+            request, ctx.blobs, key, limit, content_type if multipart else None, reservation
         )
         await run_in_threadpool(reservation.complete, size, digest)
     except BaseException:
@@ -169,7 +170,7 @@ def list_my_uploads(customer_id: CustomerId, ctx: Context) -> UploadList:
 def delete_my_upload(upload_id: UploadId, customer_id: CustomerId, ctx: Context) -> Response:
     """Delete the upload's blob and row (storage is billed up to now); 404 for another
     customer's upload, 409 ``upload_in_use`` while a queued or running job reads it."""
-    prices = price_book(ctx.settings)
+    prices = load_pricing(configured_pricing_file(ctx.settings))
     with transaction(ctx.pool) as conn:
         upload = uploads.lock_upload(conn, upload_id, customer_id)
         if upload is None or upload["completed_at"] is None:
@@ -274,23 +275,19 @@ async def _stream_to_blob(
     blobs: BlobStore,
     key: str,
     limit: int,
-    content_type: str,
+    multipart_type: str | None,
     reservation: _Reservation,
 ) -> tuple[int, str]:
-    """Write the file to the blob ``key``; return (bytes, sha256 hex).
+    """Write the file to the blob ``key``; return (bytes, sha256 hex). The file is the
+    raw body, or, given the form's ``multipart_type`` (boundary included), its file field.
 
     The blob store makes the blob appear only once complete and removes the partial
     one when this raises (over the cap or the quota, empty, malformed, or the client
     went away).
     """
-    content_type = request.headers.get("content-type", "")
     with blobs.open_write(key) as out:
         writer = _BlobWriter(out, limit)
-        form = (
-            FileFieldReader(content_type, writer.write)
-            if _check_content_type(content_type)
-            else None
-        )
+        form = None if multipart_type is None else FileFieldReader(multipart_type, writer.write)
         async for chunk in request.stream():
             if form is None:
                 writer.write(chunk)

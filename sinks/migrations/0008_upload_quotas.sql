@@ -7,7 +7,9 @@ ALTER TABLE uploads ALTER COLUMN sha256 DROP NOT NULL;
 ALTER TABLE uploads ADD COLUMN completed_at timestamptz;
 -- Storage is charged up to here (the completion, then each charge's end).
 ALTER TABLE uploads ADD COLUMN billed_until timestamptz;
-UPDATE uploads SET completed_at = created_at, billed_until = created_at;
+-- Uploads stored before this migration were never billed nor bound to expire: their
+-- billing and their TTL start now, not at their (possibly long past) creation.
+UPDATE uploads SET completed_at = now(), billed_until = now();
 CREATE INDEX uploads_created_idx ON uploads (created_at);
 
 -- Which jobs read an upload (expiry, DELETE): equality on a URI of any length.

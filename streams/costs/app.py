@@ -24,7 +24,8 @@ from schemas.codec import Codec
 from sinks.db import Pool
 from streams.costs import metrics
 from streams.costs.batch import BatchOutcome, Crossing, decode_events, record_batch
-from topics.catalogue import BUDGETS_TOPIC, COSTS_TOPIC
+from streams.costs.events import costs_topic
+from topics.catalogue import BUDGETS_TOPIC
 from vidinsight.errors import TransientError
 from vidinsight.settings import Settings
 
@@ -32,11 +33,6 @@ log = logging.getLogger(__name__)
 
 # How the Avro enum of BudgetEvent names the thresholds the budget_events table stores.
 THRESHOLD_SYMBOLS = {"80pct": "warn", "100pct": "exceeded"}
-
-
-def input_topic(settings: Settings) -> str:
-    """The topic of cost events (the catalogue's unless a test points elsewhere)."""
-    return settings.costs_input_topic or COSTS_TOPIC
 
 
 def budget_topic(settings: Settings) -> str:
@@ -84,7 +80,7 @@ def build_app(settings: Settings, pool: Pool, codec: Codec) -> faust.App:
     """The aggregator app, its consumer group named by ``costs_app_id``."""
     app = faust_app(settings.costs_app_id, settings)
     source = app.topic(
-        input_topic(settings), key_type=bytes, value_type=bytes, value_serializer="raw"
+        costs_topic(settings), key_type=bytes, value_type=bytes, value_serializer="raw"
     )
     sink = app.topic(
         budget_topic(settings), key_type=bytes, value_type=bytes, value_serializer="raw"
@@ -117,7 +113,7 @@ async def _record_until_done(
     The batch's events are acked only after this returns, so while PostgreSQL or the
     registry is down the offsets stay where they are and nothing is lost or skipped.
     """
-    topic = input_topic(settings)
+    topic = costs_topic(settings)
     delay = settings.transient_backoff_initial_seconds
     attempt = 0
     while True:

@@ -13,7 +13,8 @@ import faust
 from schemas.codec import Codec
 from sinks.db import create_pool
 from sinks.migrate import migrate_when_reachable
-from streams.costs.app import build_app, input_topic
+from streams.costs.app import build_app
+from streams.costs.events import costs_topic
 from telemetry import logs
 from telemetry.metrics import serve
 from vidinsight.settings import Settings
@@ -31,7 +32,7 @@ def run(settings: Settings) -> int:
     log.info(
         "cost aggregator starting; metrics on port %d",
         port,
-        extra={"stage": "costs", "topic": input_topic(settings), "detail": settings.costs_app_id},
+        extra={"stage": "costs", "topic": costs_topic(settings), "detail": settings.costs_app_id},
     )
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, quiet=True)
     worker.spinner = None  # a terminal spinner would break the JSON log lines (I4)

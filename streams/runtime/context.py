@@ -24,12 +24,12 @@ from sinks.blobs import BlobStore
 from sinks.budgets import ensure_within_budget
 from sinks.db import Connection, Pool, transaction
 from sinks.jobs import is_cancelled
+from streams.costs.events import CostEvent, priced_cost_event
 from streams.runtime.fence import Abandoned
 from streams.runtime.stage import Inbound
 from vidinsight.errors import JobCancelled, remaining_seconds
 from vidinsight.settings import Settings
 
-CostEvent = dict[str, Any]
 T = TypeVar("T")
 
 
@@ -114,18 +114,15 @@ class HandlerContext:
         """A CostEvent priced from the price book; its id is fixed by job, stage and item,
         so a redelivery's event is the same event (the ledger counts it once)."""
         job_id = self.inbound.job_id
-        return {
-            "event_id": hashlib.sha256(f"{job_id}:{self.stage}:{item}:{unit}".encode()).hexdigest(),
-            "customer_id": self.inbound.customer_id,
-            "job_id": job_id,
-            "stage": self.stage,
-            "provider": provider,
-            "model": model,
-            "unit": unit,
-            "quantity": float(quantity),
-            "input_tokens": 0,
-            "cached_tokens": 0,
-            "output_tokens": 0,
-            "amount_usd_micros": load_pricing().cost_usd_micros(provider, model, {unit: quantity}),
-            "occurred_at_ms": int(time.time() * 1000),
-        }
+        return priced_cost_event(
+            load_pricing(),
+            event_id=hashlib.sha256(f"{job_id}:{self.stage}:{item}:{unit}".encode()).hexdigest(),
+            customer_id=self.inbound.customer_id,
+            job_id=job_id,
+            stage=self.stage,
+            provider=provider,
+            model=model,
+            unit=unit,
+            quantity=quantity,
+            occurred_at_ms=int(time.time() * 1000),
+        )
