@@ -3,18 +3,30 @@ and the quota an abandoned upload gives back."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
+
+from gateway.app import create_app
 from sinks.db import Pool, transaction
 from sinks.uploads import UploadUsage, get_upload, upload_usage
-from tests.gateway.conftest import Customer, GatewayFactory, RunningGateway
+from tests.gateway.conftest import (
+    Customer,
+    FirebaseKeys,
+    GatewayFactory,
+    RunningGateway,
+    gateway_settings,
+)
+from vidinsight.settings import Settings
 
 MEDIA = {"Content-Type": "video/mp4"}
 
@@ -168,3 +180,37 @@ def test_an_upload_the_client_abandons_gives_its_quota_back(
 def _usage(pool: Pool, customer: Customer) -> UploadUsage:
     with transaction(pool) as conn:
         return upload_usage(conn, customer.customer_id)
+
+
+def test_a_gateway_that_fails_to_start_leaves_nothing_running(
+    settings: Settings, firebase_keys: FirebaseKeys
+) -> None:
+    """The metrics port is taken: start-up fails after the relay and the upload sweeper
+    started, and stops them (no thread of theirs keeps running in the process)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        app = create_app(
+            gateway_settings(
+                settings,
+                firebase_keys,
+                metrics_port=taken.getsockname()[1],
+                gateway_relay_interval_seconds=1,
+                upload_sweep_interval_seconds=60,
+            )
+        )
+        before = set(threading.enumerate())
+
+        async def start() -> None:
+            async with app.router.lifespan_context(app):
+                pass
+
+        with pytest.raises(OSError):
+            asyncio.run(start())
+    names = {"upload-sweeper", "producer-poll", "outbox-marker"}
+    deadline = time.monotonic() + 10
+    while leftover := [
+        t.name for t in set(threading.enumerate()) - before if t.name in names and t.is_alive()
+    ]:
+        assert time.monotonic() < deadline, f"still running after a failed start: {leftover}"
+        time.sleep(0.05)

@@ -28,10 +28,12 @@ import pytest
 
 from gateway.upload_storage import HOURS_PER_MONTH
 from schemas.codec import Codec
+from sinks.blobs import PARTIAL_PREFIX, BlobStore
 from sinks.db import Pool, transaction
 from sinks.jobs import set_status
-from sinks.uploads import set_upload_quota, upload_usage
+from sinks.uploads import UploadQuota, UploadUsage, begin_upload, set_upload_quota, upload_usage
 from tests.fixtures.kafka import TopicFactory
+from tests.fixtures.network import free_port
 from tests.gateway.conftest import (
     Customer,
     GatewayFactory,
@@ -340,7 +342,13 @@ def _run_expire(costs: CostsHarness, pricing: Path) -> dict[str, Any]:
 
 def _vidinsight(*args: str, **env: str) -> dict[str, Any]:
     """Run an operator command; the JSON it prints last."""
-    done = subprocess.run(
+    done = _run_cli(*args, **env)
+    assert done.returncode == 0, done.stderr
+    return _printed(done)
+
+
+def _run_cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "cli.main", *args],
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
         cwd=REPO_ROOT,
@@ -348,7 +356,9 @@ def _vidinsight(*args: str, **env: str) -> dict[str, Any]:
         text=True,
         timeout=120,
     )
-    assert done.returncode == 0, done.stderr
+
+
+def _printed(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     printed: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return printed
 
@@ -427,3 +437,139 @@ def test_the_sweep_expires_what_no_job_needs_and_bills_storage_once(
     assert sum(day["by_stage"].get("uploads", 0) for day in usage["days"]) == pytest.approx(
         total / 1_000_000
     )
+
+
+def _ledger(pool: Pool, customer_id: str) -> list[dict[str, Any]]:
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT job_id, unit FROM cost_ledger WHERE customer_id = %s", (customer_id,)
+        ).fetchall()
+
+
+def test_an_upload_the_sweep_cannot_remove_stops_nobody_elses_expiry_or_billing(
+    gateway_factory: GatewayFactory, costs: CostsHarness, db_pool: Pool, tmp_path: Path
+) -> None:
+    """The blob store's root moved (VI_BLOB_ROOT_URI changed): an old upload's blob is no
+    longer the store's to delete. The sweep leaves it and its file alone and goes on."""
+    pricing = tmp_path / "pricing.toml"
+    pricing.write_text(f'[providers.storage.blob]\nstorage_bytes = "{STORAGE_PRICE}"\n')
+    gateway = gateway_factory(costs_input_topic=costs.costs_topic, pricing_file=str(pricing))
+    stranded, other = new_customer(db_pool, "stranded"), new_customer(db_pool, "other")
+    stuck_id = uploaded(gateway, stranded, 50_000)
+    other_id = uploaded(gateway, other, 80_000)
+    old_root = tmp_path / "old-root" / "uploads" / stranded.customer_id / stuck_id
+    old_root.parent.mkdir(parents=True)
+    old_root.write_bytes(b"kept")
+    ttl = gateway.settings.upload_ttl_hours
+    _age(db_pool, stuck_id, hours=ttl + 2)  # the older: the sweep meets it first
+    _age(db_pool, other_id, hours=ttl + 1)
+    with transaction(db_pool) as conn:
+        conn.execute(
+            "UPDATE uploads SET blob_uri = %s WHERE upload_id = %s",
+            (old_root.as_uri(), stuck_id),
+        )
+    try:
+        costs.start()
+        report = _expire_command(costs, pricing)
+
+        assert report["failed"] >= 1
+        assert report["expired"] >= 1
+        assert old_root.read_bytes() == b"kept"  # nothing outside the store is touched
+        assert not blob_file(gateway, other, other_id).exists()
+        assert listing(gateway, other)["uploads"] == []
+        assert [u["upload_id"] for u in listing(gateway, stranded)["uploads"]] == [stuck_id]
+        # Both are billed: the other for all it held, the stranded one for its periods.
+        costs.wait_until(
+            lambda: (
+                bool(_ledger(db_pool, other.customer_id))
+                and bool(_ledger(db_pool, stranded.customer_id))
+            ),
+            "both customers' storage charges in the ledger",
+        )
+        assert [line["job_id"] for line in _ledger(db_pool, other.customer_id)] == [other_id]
+        assert [line["job_id"] for line in _ledger(db_pool, stranded.customer_id)] == [stuck_id]
+    finally:
+        with transaction(db_pool) as conn:
+            conn.execute("DELETE FROM uploads WHERE upload_id = %s", (stuck_id,))
+
+
+def test_an_upload_cut_off_by_a_crash_gives_its_quota_and_its_file_back(
+    gateway_factory: GatewayFactory, customer: Customer, db_pool: Pool
+) -> None:
+    """A gateway that died mid-upload left its row arriving and its partial file; the
+    sweep releases both once the receiving timeout has passed, a live upload's file not."""
+    gateway = gateway_factory()
+    _vidinsight("uploads", "set-quota", customer.customer_id, "--count", "1", "--bytes", "default")
+    folder = gateway.settings.state_dir / "blobs" / "uploads" / customer.customer_id
+    folder.mkdir(parents=True, exist_ok=True)
+    crashed_id = "upl_crashed0123456789abcdef0123456"
+    with transaction(db_pool) as conn:
+        begin_upload(
+            conn,
+            crashed_id,
+            customer.customer_id,
+            f"{BlobStore.from_settings(gateway.settings).root_uri}/uploads/"
+            f"{customer.customer_id}/{crashed_id}",
+            MIB,
+            UploadQuota(max_count=1, max_bytes=10 * MIB),
+        )
+        conn.execute(
+            "UPDATE uploads SET created_at = now() - interval '2 minutes' WHERE upload_id = %s",
+            (crashed_id,),
+        )
+    dead = folder / f"{PARTIAL_PREFIX}dead"
+    dead.write_bytes(os.urandom(300_000))
+    two_minutes_ago = time.time() - 120
+    os.utime(dead, (two_minutes_ago, two_minutes_ago))
+    live = folder / f"{PARTIAL_PREFIX}live"
+    live.write_bytes(os.urandom(1000))
+
+    with gateway.client(customer) as client:
+        held = client.post("/v1/uploads", content=os.urandom(1000), headers=MEDIA)
+    assert_over_quota(held, "at most 1 uploads", gateway.settings)
+
+    deadline = time.monotonic() + 60
+    report = _vidinsight("uploads", "expire", VI_UPLOAD_RECEIVING_TIMEOUT_SECONDS="60")
+    while report["skipped"]:
+        assert time.monotonic() < deadline, "another sweeper held the lock for 60 s"
+        time.sleep(0.5)
+        report = _vidinsight("uploads", "expire", VI_UPLOAD_RECEIVING_TIMEOUT_SECONDS="60")
+
+    assert report["partials_removed"] >= 1
+    assert not dead.exists()
+    assert live.exists()
+    with transaction(db_pool) as conn:
+        assert upload_usage(conn, customer.customer_id) == UploadUsage(count=0, bytes=0)
+    uploaded(gateway, customer, 1000)  # the quota is free again
+    live.unlink()
+
+
+def test_the_sweep_command_fails_while_kafka_leaves_charges_unpublished(
+    gateway_factory: GatewayFactory, customer: Customer, db_pool: Pool
+) -> None:
+    gateway = gateway_factory()
+    upload_id = uploaded(gateway, customer, 40_000)
+    _age(db_pool, upload_id, hours=gateway.settings.upload_ttl_hours + 1)
+    unreachable = {"VI_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    try:
+        deadline = time.monotonic() + 60
+        done = _run_cli("uploads", "expire", VI_PRODUCER_FLUSH_TIMEOUT_SECONDS="2", **unreachable)
+        while done.returncode == 0 and _printed(done)["skipped"]:
+            assert time.monotonic() < deadline, "another sweeper held the lock for 60 s"
+            time.sleep(0.5)
+            done = _run_cli(
+                "uploads", "expire", VI_PRODUCER_FLUSH_TIMEOUT_SECONDS="2", **unreachable
+            )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "not acknowledged by Kafka" in done.stderr
+        assert _printed(done)["unpublished"] >= 1
+        with transaction(db_pool) as conn:
+            waiting = conn.execute(
+                "SELECT count(*) AS n FROM upload_charges"
+                " WHERE upload_id = %s AND published_at IS NULL",
+                (upload_id,),
+            ).fetchone()
+        assert waiting is not None and waiting["n"] == 1  # kept for the next pass
+    finally:
+        with transaction(db_pool) as conn:  # not for another test's sweeper to produce
+            conn.execute("DELETE FROM upload_charges WHERE upload_id = %s", (upload_id,))
