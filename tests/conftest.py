@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.fixtures.media",
     "tests.fixtures.meeting",
     "tests.fixtures.platform",
+    "tests.fixtures.costs",
 ]

@@ -27,12 +27,10 @@ import httpx
 import pytest
 
 from gateway.upload_storage import HOURS_PER_MONTH
-from schemas.codec import Codec
 from sinks.blobs import PARTIAL_PREFIX, BlobStore
 from sinks.db import Pool, transaction
 from sinks.jobs import set_status
 from sinks.uploads import UploadQuota, UploadUsage, begin_upload, set_upload_quota, upload_usage
-from tests.fixtures.kafka import TopicFactory
 from tests.fixtures.network import free_port
 from tests.gateway.conftest import (
     Customer,
@@ -279,23 +277,6 @@ def test_an_upload_a_job_reads_is_not_deleted(
         assert client.delete(f"/v1/jobs/{job.json()['job_id']}").status_code == 200
         assert client.delete(f"/v1/uploads/{upload_id}").status_code == 204
     assert not blob_file(gateway, customer, upload_id).exists()
-
-
-@pytest.fixture
-def costs(
-    settings: Settings, codec: Codec, db_pool: Pool, topic_factory: TopicFactory, tmp_path: Path
-) -> Iterator[CostsHarness]:
-    """The real cost aggregator on private topics."""
-    harness = CostsHarness(
-        settings=settings,
-        codec=codec,
-        pool=db_pool,
-        log_dir=tmp_path,
-        costs_topic=topic_factory("costs", partitions=2, value_schema="CostEvent"),
-        budgets_topic=topic_factory("budgets", partitions=1, value_schema="BudgetEvent"),
-    )
-    yield harness
-    harness.stop_all()
 
 
 def _age(pool: Pool, upload_id: str, hours: float) -> datetime:
