@@ -40,8 +40,10 @@ from vidinsight.settings import REPO_ROOT, Settings
 
 KEY = "security-test-webhook-secrets-key"
 DELIVERY_TIMEOUT_SECONDS = 60.0
-# Short enough to wait out in a test, long enough for a delivery to happen inside it.
-OVERLAP_HOURS = 0.01
+# A rotation's overlap outlasts the longest wait for the delivery made inside it (with
+# as much again for the CLI and the announcement before it), so even a delivery that
+# takes the whole wait is signed with both secrets; short enough to wait out in a test.
+OVERLAP_SECONDS = 2 * DELIVERY_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -223,7 +225,7 @@ def test_during_a_rotations_overlap_both_secrets_verify_and_after_it_only_the_ne
 ) -> None:
     bob = notify.customer("bob")
     rotated = notify.cli(
-        "rotate-webhook-secret", bob.customer_id, "--overlap-hours", str(OVERLAP_HOURS)
+        "rotate-webhook-secret", bob.customer_id, "--overlap-hours", str(OVERLAP_SECONDS / 3600)
     )
     new = rotated["webhook_secret"]
     assert new != bob.secret and rotated["customer_id"] == bob.customer_id
@@ -297,7 +299,7 @@ def test_a_rotation_names_an_existing_customer_and_needs_the_key() -> None:
 
 def _wait_until_database_time_passes(db_pool: Pool, instant: datetime) -> None:
     """Poll PostgreSQL's clock (the one the overlap is judged by) until ``instant``."""
-    deadline = time.monotonic() + OVERLAP_HOURS * 3600 + 30
+    deadline = time.monotonic() + OVERLAP_SECONDS + 30
     while True:
         with db_pool.connection() as conn:
             row = conn.execute("SELECT now() > %s AS passed", (instant,)).fetchone()
