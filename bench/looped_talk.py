@@ -22,7 +22,13 @@ from pathlib import Path
 import av
 
 from media.tools import ffmpeg_exe, run_ffmpeg
-from tests.fixtures.media import ESPEAK_RATE_HZ, SENTENCES, build_speech, write_wav
+from tests.fixtures.media import (
+    ESPEAK_RATE_HZ,
+    SENTENCES,
+    build_speech,
+    built_in_place,
+    write_wav,
+)
 
 RECIPE_VERSION = "2"
 SIZE = "1280x720"
@@ -136,20 +142,18 @@ def build_looped_talk(root: Path, minutes: float) -> LoopedTalk:
     truth_file = folder / "truth.json"
     cached = truth_file.exists()
     if not cached:
-        partial = folder.with_suffix(".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        began = time.perf_counter()
-        text = encode_cycle(partial, cycle_plan(cycle_seconds), cycle_seconds)
-        period = loop_cycle(partial, seconds)
-        (partial / "cycle.mp4").unlink()
-        truth = {
-            "text": text,
-            "period_seconds": period,
-            "generation_seconds": round(time.perf_counter() - began, 1),
-        }
-        (partial / "truth.json").write_text(json.dumps(truth))
-        partial.rename(folder)
+        shutil.rmtree(folder, ignore_errors=True)  # incomplete
+        with built_in_place(folder, folder=True) as partial:
+            began = time.perf_counter()
+            text = encode_cycle(partial, cycle_plan(cycle_seconds), cycle_seconds)
+            period = loop_cycle(partial, seconds)
+            (partial / "cycle.mp4").unlink()
+            truth = {
+                "text": text,
+                "period_seconds": period,
+                "generation_seconds": round(time.perf_counter() - began, 1),
+            }
+            (partial / "truth.json").write_text(json.dumps(truth))
     truth = json.loads(truth_file.read_text())
     return LoopedTalk(
         video=folder / "talk.mp4",
