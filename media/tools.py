@@ -11,10 +11,10 @@ import subprocess
 import threading
 from collections.abc import Callable, Generator, Iterable
 from functools import lru_cache
-from pathlib import Path
 
 import imageio_ffmpeg
 
+from telemetry.redaction import public_message
 from vidinsight.errors import StageTimeout, remaining_seconds
 
 # Log lines kept for an error message.
@@ -31,13 +31,11 @@ class FFmpegFailed(RuntimeError):
     """FFmpeg exited with an error; the message holds the tail of its log."""
 
 
-def failure(code: int, log: Iterable[bytes], args: list[str]) -> FFmpegFailed:
-    """FFmpegFailed with the last log lines, every path among ``args`` cut to its name."""
+def failure(code: int, log: Iterable[bytes]) -> FFmpegFailed:
+    """FFmpegFailed with the last log lines, every server path in them cut to its name
+    (the message reaches the job's customer)."""
     text = " | ".join(line.decode(errors="replace").strip() for line in log)
-    for arg in args:
-        if arg.startswith("/"):
-            text = text.replace(arg, Path(arg).name)
-    return FFmpegFailed(f"ffmpeg exited {code}: {text}")
+    return FFmpegFailed(f"ffmpeg exited {code}: {public_message(text)}")
 
 
 def run_ffmpeg(args: list[str], timeout_seconds: float | None = None) -> None:
@@ -45,7 +43,7 @@ def run_ffmpeg(args: list[str], timeout_seconds: float | None = None) -> None:
     command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args]
     done = subprocess.run(command, capture_output=True, timeout=timeout_seconds, check=False)
     if done.returncode != 0:
-        raise failure(done.returncode, done.stderr.splitlines()[-_LOG_TAIL_LINES:], args)
+        raise failure(done.returncode, done.stderr.splitlines()[-_LOG_TAIL_LINES:])
 
 
 class _KillAt:
@@ -115,7 +113,7 @@ def ffmpeg_output(
         return
     if watchdog.fired:
         raise StageTimeout(f"{what}: deadline passed")
-    raise failure(code, log[-_LOG_TAIL_LINES:], args)
+    raise failure(code, log[-_LOG_TAIL_LINES:])
 
 
 def _read_log(
