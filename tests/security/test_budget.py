@@ -8,12 +8,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 
 from sinks.customers import create_customer
 from sinks.db import Pool, transaction
-from sinks.ledger import CostEvent, record_cost_events
 from sinks.stage_runs import runs_for_job
+from tests.fixtures.costs import spend
 from tests.fixtures.media import GeneratedMedia, MediaPipeline
 from tests.inference.test_transcriber_litellm import KEY_ENV, OpenAIShapedServer, endpoint
 
@@ -32,20 +31,8 @@ def _customer(pool: Pool, name: str) -> str:
 
 
 def _spend_the_budget(pool: Pool, customer_id: str) -> None:
-    event = CostEvent(
-        event_id=f"evt_{uuid.uuid4().hex}",
-        customer_id=customer_id,
-        job_id=f"job-earlier-{uuid.uuid4().hex[:6]}",
-        stage="analyse",
-        provider="openai",
-        model="gpt-4o-mini",
-        unit="output_tokens",
-        quantity=1.0,
-        amount_usd_micros=BUDGET_USD_MICROS,
-        occurred_at=datetime.now(UTC),
-    )
     with transaction(pool) as conn:
-        record_cost_events(conn, [event])
+        spend(conn, customer_id, BUDGET_USD_MICROS)
 
 
 def _wait_preprocessed(pool: Pool, job_id: str, timeout: float = 90.0) -> None:

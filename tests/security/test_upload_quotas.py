@@ -17,7 +17,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +41,7 @@ from tests.gateway.conftest import (
     new_customer,
     other_customer,
 )
+from tests.gateway.test_uploads import chunks
 from tests.streams.costs.harness import CostsHarness
 from vidinsight.settings import REPO_ROOT, Settings
 
@@ -51,15 +51,6 @@ MEDIA = {"Content-Type": "video/mp4"}
 MIB = 1024 * 1024
 # Micro-dollars per byte-month in this test's price book: large enough to see in cents.
 STORAGE_PRICE = Decimal(1)
-
-
-def chunks(total: int, size: int = 64 * 1024) -> Iterator[bytes]:
-    """A body of unknown length (chunked transfer), as a client streaming a file sends."""
-    sent = 0
-    while sent < total:
-        piece = os.urandom(min(size, total - sent))
-        sent += len(piece)
-        yield piece
 
 
 def blob_file(gateway: RunningGateway, customer: Customer, upload_id: str) -> Path:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -10,43 +9,27 @@ import pytest
 from sinks.budgets import budget_status, ensure_within_budget, is_over_budget, record_new_crossings
 from sinks.customers import create_customer, set_budget
 from sinks.db import Connection
-from sinks.ledger import CostEvent, record_cost_events
+from tests.fixtures.costs import spend
 from vidinsight.errors import PermanentError, Reason
 
 NOW = datetime(2026, 5, 20, 12, tzinfo=UTC)
 
 
-def _spend(db: Connection, customer: str, amount: int, at: datetime = NOW) -> None:
-    event = CostEvent(
-        event_id=f"evt-{uuid.uuid4()}",
-        customer_id=customer,
-        job_id="job-budget",
-        stage="analyse",
-        provider="openai",
-        model="gpt-4o-mini",
-        unit="tokens",
-        quantity=1.0,
-        amount_usd_micros=amount,
-        occurred_at=at,
-    )
-    record_cost_events(db, [event])
-
-
 def test_no_budget_means_never_over(db: Connection) -> None:
     customer, _ = create_customer(db, "unlimited")
-    _spend(db, customer, 10**12)
+    spend(db, customer, 10**12, NOW)
     assert not is_over_budget(db, customer, NOW)
     assert record_new_crossings(db, budget_status(db, customer, NOW), NOW) == []
 
 
 def test_thresholds_are_exact_and_recorded_once(db: Connection) -> None:
     customer, _ = create_customer(db, "capped", monthly_budget_usd_micros=1_000_001)
-    _spend(db, customer, 800_000)  # 79.99992%: below the warning
+    spend(db, customer, 800_000, NOW)  # 79.99992%: below the warning
     assert record_new_crossings(db, budget_status(db, customer, NOW), NOW) == []
-    _spend(db, customer, 1)  # 80.00002%
+    spend(db, customer, 1, NOW)  # 80.00002%
     assert record_new_crossings(db, budget_status(db, customer, NOW), NOW) == ["80pct"]
     assert record_new_crossings(db, budget_status(db, customer, NOW), NOW) == []
-    _spend(db, customer, 200_000)  # 1_000_001: exactly the budget
+    spend(db, customer, 200_000, NOW)  # 1_000_001: exactly the budget
     assert is_over_budget(db, customer, NOW)
     assert record_new_crossings(db, budget_status(db, customer, NOW), NOW) == ["100pct"]
 
@@ -55,10 +38,10 @@ def test_last_months_spend_does_not_count_and_raising_the_budget_lifts_the_stop(
     db: Connection,
 ) -> None:
     customer, _ = create_customer(db, "monthly", monthly_budget_usd_micros=500)
-    _spend(db, customer, 10_000, at=datetime(2026, 4, 30, 23, 59, tzinfo=UTC))
+    spend(db, customer, 10_000, datetime(2026, 4, 30, 23, 59, tzinfo=UTC))
     assert not is_over_budget(db, customer, NOW)
     ensure_within_budget(db, customer, NOW)
-    _spend(db, customer, 500)
+    spend(db, customer, 500, NOW)
     assert is_over_budget(db, customer, NOW)
     with pytest.raises(PermanentError) as refused:
         ensure_within_budget(db, customer, NOW)
