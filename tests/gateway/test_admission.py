@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime
 
 from confluent_kafka import Consumer, TopicPartition
 
 from sinks.customers import set_budget
 from sinks.db import Pool, transaction
-from sinks.ledger import CostEvent, record_cost_events
+from tests.fixtures.costs import spend
 from tests.fixtures.kafka import produce_to
 from tests.gateway.conftest import Customer, GatewayFactory, make_jobs_topic
 from vidinsight.settings import Settings
@@ -83,26 +82,10 @@ def test_spent_monthly_budget_is_402(
 ) -> None:
     gateway = gateway_factory()
     with gateway.client(customer) as client:
-        job_id = client.post("/v1/jobs", json=BODY).json()["job_id"]
+        client.post("/v1/jobs", json=BODY)  # a job this month, before the budget is spent
     with transaction(db_pool) as conn:
         set_budget(conn, customer.customer_id, 1_000_000)
-        record_cost_events(
-            conn,
-            [
-                CostEvent(
-                    event_id=f"evt_{uuid.uuid4().hex}",
-                    customer_id=customer.customer_id,
-                    job_id=job_id,
-                    stage="transcribe",
-                    provider="local",
-                    model="tiny.en",
-                    unit="second",
-                    quantity=1.0,
-                    amount_usd_micros=1_000_000,
-                    occurred_at=datetime.now(UTC),
-                )
-            ],
-        )
+        spend(conn, customer.customer_id, 1_000_000)
     with gateway.client(customer) as client:
         refused = client.post("/v1/jobs", json=BODY)
     assert refused.status_code == 402

@@ -13,7 +13,6 @@ import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from sinks.customers import create_customer
 from sinks.db import Pool, transaction
 from sinks.insights import get_analysis, get_insight
 from sinks.jobs import create_job, get_job, mark_published, set_status
-from sinks.ledger import CostEvent, record_cost_events
 from sinks.scenes import save_scenes
 from sinks.stage_runs import runs_for_job
 from sinks.transcripts import record_chunk
@@ -31,6 +29,7 @@ from streams.analyse import build as build_analyse
 from streams.runtime.dead_letter import header_map
 from streams.runtime.stage import Stage
 from streams.synthesise import build as build_synthesise
+from tests.fixtures.costs import spend
 from tests.fixtures.kafka import TopicFactory, consume_from, produce_to
 from tests.fixtures.openai_server import OpenAIServer, ScriptedReply
 from tests.fixtures.workers import WorkerProcess, start_stage
@@ -275,7 +274,7 @@ def test_a_customer_over_budget_has_the_job_failed_with_budget_exceeded(
     job_id = f"job-{uuid.uuid4()}"
     with transaction(pipeline.pool) as conn:
         customer_id, _ = create_customer(conn, "spent", monthly_budget_usd_micros=1_000)
-        record_cost_events(conn, [_earlier_cost(customer_id)])
+        spend(conn, customer_id, 1_500)  # a previous job used up this month's budget
     pipeline.store_transcript(job_id, customer_id)
     pipeline.start("analyse")
     pipeline.announce(job_id, customer_id)
@@ -286,22 +285,6 @@ def test_a_customer_over_budget_has_the_job_failed_with_budget_exceeded(
     assert (failed["status"], failed["reason"]) == ("failed", "budget_exceeded")
     with transaction(pipeline.pool) as conn:
         assert get_analysis(conn, job_id) is None
-
-
-def _earlier_cost(customer_id: str) -> CostEvent:
-    """A previous job's cost that used up this month's budget."""
-    return CostEvent(
-        event_id=str(uuid.uuid4()),
-        customer_id=customer_id,
-        job_id=f"job-{uuid.uuid4()}",
-        stage="transcribe",
-        provider="openai",
-        model="whisper-1",
-        unit="audio_seconds",
-        quantity=600.0,
-        amount_usd_micros=1_500,
-        occurred_at=datetime.now(UTC),
-    )
 
 
 def test_a_job_cancelled_before_its_analysis_stops_there_and_is_announced_cancelled_once(
