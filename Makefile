@@ -2,6 +2,7 @@
 #
 #   make demo     install, start the local stack, run the demo
 #   make test     install, lint, type-check, then pytest against the local stack
+#   make soak     the full fault soak (tests/faults/): a report under bench/results/ [SEED=n]
 #   make up | down | status | logs [SERVICE=kafka] | install | lint
 #
 # VI_STATE_DIR moves the local stack's state (default .state); VI_LOCAL_STACK=0 makes
@@ -29,10 +30,10 @@ SERVICE ?=
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help install up down status logs lint test demo
+.PHONY: help install up down status logs lint test demo soak
 
 help:
-	@sed -n '2,10p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '2,11p' Makefile | sed 's/^# \{0,1\}//'
 
 # The virtualenv, from the hashed lock only (no resolver at install time). The stamp holds
 # the checksum of requirements.lock and pyproject.toml, so a second run takes no time.
@@ -77,6 +78,12 @@ test: lint
 	else \
 		$(STACK) with $(VENV)/bin/pytest $(PYTEST_ARGS); \
 	fi
+
+# A private stack of its own (its own state folder and ports), so it runs beside `make up`.
+SEED ?=
+soak: install
+	$(VENV)/bin/python -m tests.faults.soak --profile full $(if $(SEED),--seed $(SEED)) \
+		--report-dir bench/results
 
 demo: up
 	@deploy/local/demo.sh

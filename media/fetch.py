@@ -232,6 +232,7 @@ def fetch(
     timeout_seconds: float,
     connect_timeout_seconds: float,
     max_redirects: int,
+    idle_timeout_seconds: float | None = None,
     allowed: Iterable[Network] = (),
     deadline: float | None = None,
 ) -> Fetched:
@@ -240,13 +241,15 @@ def fetch(
     The whole download, redirects included, ends by ``timeout_seconds`` from now (a
     permanent source_unreachable: the source is too slow) or by ``deadline`` (a
     ``time.monotonic()`` instant: StageTimeout, the handler ran out of time), whichever
-    comes first.
+    comes first. A source that sends nothing for ``idle_timeout_seconds`` is unreachable
+    at once: waiting for the deadline would hold the partition and then retry the same
+    silence as a timeout.
     """
     allowed = tuple(allowed)
     remaining_seconds(deadline, f"fetching {url}")
     cap = time.monotonic() + timeout_seconds
     until = cap if deadline is None else min(cap, deadline)
-    timeouts = {"timeout": {"connect": connect_timeout_seconds}}
+    timeouts = {"timeout": {"connect": connect_timeout_seconds, "read": idle_timeout_seconds}}
     with bounded_pool(until) as pool:
         for _ in range(max_redirects + 1):
             pinned = pin(url, allowed)
@@ -263,8 +266,14 @@ def fetch(
                     _check_status(url, response.status)
                     return _copy(response, target, url, max_bytes)
             except httpcore.TimeoutException as exc:
-                if deadline is not None and time.monotonic() >= deadline:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
                     raise StageTimeout(f"fetching {url}: deadline passed") from exc
+                if now < cap and isinstance(exc, httpcore.ReadTimeout):
+                    raise PermanentError(
+                        Reason.SOURCE_UNREACHABLE,
+                        f"{url} sent nothing for {idle_timeout_seconds:.0f} s",
+                    ) from exc
                 raise PermanentError(
                     Reason.SOURCE_UNREACHABLE, f"{url} timed out after {timeout_seconds:.0f} s"
                 ) from exc

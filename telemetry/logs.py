@@ -51,7 +51,7 @@ def _scrub(value: Any) -> Any:
 # The message a thread is working on (job, customer, stage, attempt), set by the stage
 # runtime around each handler so a stage's own log lines carry it without building it
 # by hand (as Quix Streams' message_context() does). Fields passed with ``extra=`` win.
-_message_fields: ContextVar[Mapping[str, Any] | None] = ContextVar("message_fields", default=None)
+_message_fields: ContextVar[dict[str, Any] | None] = ContextVar("message_fields", default=None)
 
 
 @contextmanager
@@ -62,6 +62,14 @@ def message_context(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _message_fields.reset(token)
+
+
+def update_message_context(**fields: Any) -> None:
+    """Change fields of the enclosing ``message_context`` (a message's next attempt), so
+    the lines logged from here on say so; outside any context it does nothing."""
+    current = _message_fields.get()
+    if current is not None:
+        current.update({k: v for k, v in fields.items() if v is not None})
 
 
 class JsonFormatter(logging.Formatter):

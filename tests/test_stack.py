@@ -80,6 +80,10 @@ def private_env(state_dir: Path, settings: Settings) -> dict[str, str]:
     if shared_maven_repo.is_dir():
         # The jars are already downloaded once; a private stack copies them from there.
         env["VI_MAVEN_REPO"] = str(shared_maven_repo)
+    shared_opt_dir = settings.state_dir / "opt"
+    if shared_opt_dir.is_dir():
+        # ...and the broker and registry installed once: a private stack runs those.
+        env["VI_OPT_DIR"] = str(shared_opt_dir)
     return env
 
 
@@ -247,6 +251,151 @@ def test_a_zombie_is_reported_dead(settings: Settings) -> None:
     finally:
         zombie.wait()
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def sourced(code: str, **variables: str) -> subprocess.CompletedProcess[str]:
+    """Run bash ``code`` after sourcing stack.sh (which then defines its services and
+    functions but runs no command), with no VI_* variable set but ``variables``: what the
+    script would do, without starting anything."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("VI_")}
+    env.update(variables)
+    return subprocess.run(
+        ["bash", "-c", f'source "$1"; {code}', "bash", str(STACK)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def kafka_config(**variables: str) -> dict[str, str]:
+    """The broker's server.properties as stack.sh renders it for ``variables``."""
+    result = sourced("render_kafka_config", **variables)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line and not line.startswith("#")]
+    return dict(line.split("=", 1) for line in lines)
+
+
+def test_kafka_gets_a_proxied_listener_only_when_asked(tmp_path: Path) -> None:
+    ports = {
+        "VI_STATE_DIR": str(tmp_path),
+        "VI_KAFKA_PORT": "19092",
+        "VI_KAFKA_CONTROLLER_PORT": "19093",
+    }
+    plain = kafka_config(**ports)
+    assert plain["listeners"] == "PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093"
+    assert plain["advertised.listeners"] == plain["listeners"]
+    assert plain["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    assert plain["log.dirs"] == str(tmp_path / "data" / "kafka")
+    assert [value for value in plain.values() if "@" in value] == [], "a marker left unfilled"
+
+    # The proxy listens on 19094 and forwards to the broker's PROXIED listener on 19095;
+    # the broker advertises the proxy, so clients that bootstrap there stay behind it.
+    proxied = kafka_config(**ports, VI_KAFKA_PROXIED_PORT="19095", VI_KAFKA_PROXY_PORT="19094")
+    assert proxied["listeners"] == plain["listeners"] + ",PROXIED://127.0.0.1:19095"
+    assert proxied["advertised.listeners"] == plain["listeners"] + ",PROXIED://127.0.0.1:19094"
+    assert proxied["listener.security.protocol.map"].endswith(",PROXIED:PLAINTEXT")
+    changed = {key for key in proxied.keys() | plain.keys() if proxied.get(key) != plain.get(key)}
+    assert changed == {"listeners", "advertised.listeners", "listener.security.protocol.map"}
+
+
+def test_one_proxy_port_without_the_other_is_a_one_line_error(settings: Settings) -> None:
+    state_dir = private_state_dir()
+    try:
+        env = private_env(state_dir, settings)
+        env["VI_KAFKA_PROXIED_PORT"] = str(free_port())
+        result = stack("start", "kafka", env=env, timeout=60)
+        assert result.returncode != 0
+        lines = error_lines(result)
+        assert len(lines) == 1, result.stderr
+        assert "VI_KAFKA_PROXY_PORT" in lines[0]
+        assert not list((state_dir / "run").glob("*.pid")), "nothing may start"
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# Each platform process as its start function would spawn it: service, metrics port,
+# bootstrap, command.
+PLATFORM_STARTS = """
+spawn() { printf '%s %s %s %s\\n' "$1" "$VI_METRICS_PORT" "$VI_KAFKA_BOOTSTRAP" "${*:3}"; }
+for svc in "${SERVICES[@]}"; do
+    case "$svc" in worker-* | costs | gateway) "start_${svc//-/_}" ;; esac
+done
+"""
+
+
+def platform_starts(**variables: str) -> list[tuple[str, int, str, str]]:
+    """(service, metrics port, Kafka bootstrap, vidinsight command), in the stack's order."""
+    result = sourced(PLATFORM_STARTS, **variables)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(" ", 3) for line in result.stdout.splitlines()]
+    return [(svc, int(port), bootstrap, command) for svc, port, bootstrap, command in rows]
+
+
+FIXED_PORTS = {
+    "gateway": 9108,
+    "worker-ingest": 9101,
+    "worker-preprocess": 9102,
+    "worker-transcribe": 9103,
+    "worker-analyse": 9104,
+    "worker-synthesise": 9105,
+    "worker-notify": 9106,
+    "costs": 9107,
+}
+
+
+def test_one_worker_per_stage_by_default(tmp_path: Path) -> None:
+    starts = platform_starts(VI_STATE_DIR=str(tmp_path))
+    assert {svc: port for svc, port, _, _ in starts} == FIXED_PORTS
+    assert {bootstrap for _, _, bootstrap, _ in starts} == {"127.0.0.1:9092"}
+
+
+def test_stage_replicas_take_ports_after_the_gateways(tmp_path: Path) -> None:
+    starts = platform_starts(
+        VI_STATE_DIR=str(tmp_path),
+        VI_STAGE_REPLICAS="preprocess=2, transcribe=3",
+        VI_WORKER_KAFKA_BOOTSTRAP="127.0.0.1:19094",
+    )
+    services = [svc for svc, _, _, _ in starts]
+    assert services == [
+        "gateway",
+        "worker-ingest",
+        "worker-preprocess",
+        "worker-preprocess-2",
+        "worker-transcribe",
+        "worker-transcribe-2",
+        "worker-transcribe-3",
+        "worker-analyse",
+        "worker-synthesise",
+        "worker-notify",
+        "costs",
+    ]
+    ports = {svc: port for svc, port, _, _ in starts}
+    replicas = {
+        "worker-preprocess-2": 9109,
+        "worker-transcribe-2": 9110,
+        "worker-transcribe-3": 9111,
+    }
+    assert ports == FIXED_PORTS | replicas
+    commands = {svc: command for svc, _, _, command in starts}
+    assert commands["worker-transcribe-3"] == commands["worker-transcribe"]
+    assert commands["worker-transcribe"].endswith("vidinsight worker transcribe")
+    # Only the stage workers go through the proxy; the gateway and the aggregator do not.
+    bootstraps = {svc: bootstrap for svc, _, bootstrap, _ in starts}
+    assert {bootstraps["gateway"], bootstraps["costs"]} == {"127.0.0.1:9092"}
+    workers = {bootstraps[svc] for svc in services if svc.startswith("worker-")}
+    assert workers == {"127.0.0.1:19094"}
+
+
+@pytest.mark.parametrize("replicas", ["preprocess=0", "preprocess", "transcode=2"])
+def test_a_wrong_stage_replicas_entry_is_a_one_line_error(replicas: str, tmp_path: Path) -> None:
+    result = sourced("true", VI_STATE_DIR=str(tmp_path), VI_STAGE_REPLICAS=replicas)
+    assert result.returncode != 0
+    lines = error_lines(result)
+    assert len(lines) == 1, result.stderr
+    assert "VI_STAGE_REPLICAS" in lines[0] and replicas.split("=")[0] in lines[0]
 
 
 def supervise(run_dir: Path, script: str) -> subprocess.Popen[bytes]:

@@ -224,6 +224,9 @@ class Settings(BaseSettings):
     max_picture_pixels: int = 8192 * 4320
     fetch_timeout_seconds: float = 600.0
     fetch_connect_timeout_seconds: float = 10.0
+    # A source silent this long (no header, no byte) is unreachable: well inside ingest's
+    # deadline, so a dead server fails the job source_unreachable instead of stage_timeout.
+    fetch_idle_timeout_seconds: float = 30.0
     fetch_max_redirects: int = 5
     # Tests only: comma-separated CIDRs the SSRF guard lets through (never in production).
     fetch_allowed_networks: str = ""

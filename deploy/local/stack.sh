@@ -28,7 +28,15 @@
 #
 # Everything lives under the state directory (VI_STATE_DIR, default <repo>/.state):
 #   run/<svc>.pid  run/<svc>.child  run/<svc>.restarts  logs/<svc>.log
-#   data/postgres  data/kafka  cache/m2  opt/kafka/libs  opt/apicurio
+#   data/postgres  data/kafka  etc/kafka  cache/m2  opt/kafka/libs  opt/apicurio
+# except what VI_OPT_DIR (the installed jars) and VI_MAVEN_REPO (the m2 cache) move: a
+# second, private stack (its own VI_STATE_DIR and ports) can share the first one's installs.
+# Nothing a stack runs writes to opt; stacks sharing it install into it one at a time.
+#
+# VI_KAFKA_PROXIED_PORT and VI_KAFKA_PROXY_PORT (both or neither) give the broker a second
+# client listener, on the first port, that advertises 127.0.0.1 and the second, where a TCP
+# proxy (the fault tests') forwards to the first: a client bootstrapped at the proxy keeps
+# talking through it. The PLAINTEXT listener on VI_KAFKA_PORT is unchanged.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -39,7 +47,7 @@ RUN_DIR="$STATE_DIR/run"
 LOG_DIR="$STATE_DIR/logs"
 DATA_DIR="$STATE_DIR/data"
 CACHE_DIR="$STATE_DIR/cache"
-OPT_DIR="$STATE_DIR/opt"
+OPT_DIR="${VI_OPT_DIR:-$STATE_DIR/opt}" # installs only: may be shared by several stacks
 ETC_DIR="$STATE_DIR/etc"
 M2_REPO="${VI_MAVEN_REPO:-$CACHE_DIR/m2}" # Maven local repository (a cache of downloads)
 
@@ -387,6 +395,16 @@ mvn_quiet() {
 
 file_sha256() { sha256sum "$1" | awk '{print $1}'; }
 
+# with_opt_lock COMMAND...: run COMMAND holding OPT_DIR's install lock, so stacks that share
+# VI_OPT_DIR never unpack into it at the same time (each install re-checks once it holds it).
+with_opt_lock() {
+    exec 8>"$OPT_DIR/install.lock"
+    flock -w 900 8 || die "another stack.sh has been installing into $OPT_DIR for 15 minutes ($OPT_DIR/install.lock)"
+    "$@"
+    flock -u 8
+    exec 8>&-
+}
+
 # ---------------------------------------------------------------------------- postgres
 
 PG_DATA="$DATA_DIR/postgres"
@@ -474,8 +492,31 @@ KAFKA_CLUSTER_ID_FILE="$DATA_DIR/kafka.cluster-id"
 KAFKA_CONFIG="$ETC_DIR/kafka/server.properties"
 KAFKA_POM="$SCRIPT_DIR/kafka/pom.xml"
 
-port_vars_kafka() { echo VI_KAFKA_PORT VI_KAFKA_CONTROLLER_PORT; }
+port_vars_kafka() { echo VI_KAFKA_PORT VI_KAFKA_CONTROLLER_PORT ${VI_KAFKA_PROXIED_PORT:+VI_KAFKA_PROXIED_PORT}; }
 start_timeout_kafka() { echo 120; }
+
+# The proxied listener (see the header) needs both ports: where the broker listens for it and
+# the proxy's, which it advertises.
+kafka_proxied() { [ -n "${VI_KAFKA_PROXIED_PORT:-}" ] && [ -n "${VI_KAFKA_PROXY_PORT:-}" ]; }
+check_kafka_proxy_ports() {
+    kafka_proxied && return 0
+    [ -z "${VI_KAFKA_PROXIED_PORT:-}${VI_KAFKA_PROXY_PORT:-}" ] && return 0
+    die "set both VI_KAFKA_PROXIED_PORT (the broker's proxied listener) and VI_KAFKA_PROXY_PORT (the proxy in front of it, which the broker advertises), or neither"
+}
+
+# server.properties.in with this stack's ports and data directory, on stdout.
+render_kafka_config() {
+    local listener="" advertised="" protocol=""
+    if kafka_proxied; then
+        listener=",PROXIED://127.0.0.1:$VI_KAFKA_PROXIED_PORT"
+        advertised=",PROXIED://127.0.0.1:$VI_KAFKA_PROXY_PORT"
+        protocol=",PROXIED:PLAINTEXT"
+    fi
+    sed -e "s#@PORT@#$VI_KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$VI_KAFKA_CONTROLLER_PORT#g" \
+        -e "s#@DATA_DIR@#$KAFKA_DATA#g" -e "s#@PROXIED_LISTENER@#$listener#" \
+        -e "s#@PROXIED_ADVERTISED@#$advertised#" -e "s#@PROXIED_PROTOCOL@#$protocol#" \
+        "$SCRIPT_DIR/kafka/server.properties.in"
+}
 
 kafka_installed() {
     [ -f "$KAFKA_HOME/libs.sha256" ] && [ "$(cat "$KAFKA_HOME/libs.sha256")" = "$(file_sha256 "$KAFKA_POM")" ]
@@ -483,6 +524,7 @@ kafka_installed() {
 
 preflight_kafka() {
     require_java
+    check_kafka_proxy_ports
     kafka_installed || require_mvn
 }
 
@@ -490,19 +532,21 @@ kafka_java() {
     "$JAVA" -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" -cp "$KAFKA_HOME/libs/*" "$@"
 }
 
+fetch_kafka_libs() {
+    kafka_installed && return 0 # another stack sharing OPT_DIR did it while we waited
+    say "kafka: fetching the broker's jars with Maven (checksums checked)"
+    rm -rf "$KAFKA_HOME/libs.tmp"
+    mkdir -p "$KAFKA_HOME"
+    mvn_quiet -f "$KAFKA_POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_HOME/libs.tmp"
+    rm -rf "$KAFKA_HOME/libs"
+    mv "$KAFKA_HOME/libs.tmp" "$KAFKA_HOME/libs"
+    file_sha256 "$KAFKA_POM" >"$KAFKA_HOME/libs.sha256"
+}
+
 install_kafka() {
-    if ! kafka_installed; then
-        say "kafka: fetching the broker's jars with Maven (checksums checked)"
-        rm -rf "$KAFKA_HOME/libs.tmp"
-        mkdir -p "$KAFKA_HOME"
-        mvn_quiet -f "$KAFKA_POM" dependency:copy-dependencies -DoutputDirectory="$KAFKA_HOME/libs.tmp"
-        rm -rf "$KAFKA_HOME/libs"
-        mv "$KAFKA_HOME/libs.tmp" "$KAFKA_HOME/libs"
-        file_sha256 "$KAFKA_POM" >"$KAFKA_HOME/libs.sha256"
-    fi
+    kafka_installed || with_opt_lock fetch_kafka_libs
     mkdir -p "$(dirname "$KAFKA_CONFIG")"
-    sed -e "s#@PORT@#$VI_KAFKA_PORT#g" -e "s#@CONTROLLER_PORT@#$VI_KAFKA_CONTROLLER_PORT#g" \
-        -e "s#@DATA_DIR@#$KAFKA_DATA#g" "$SCRIPT_DIR/kafka/server.properties.in" >"$KAFKA_CONFIG"
+    render_kafka_config >"$KAFKA_CONFIG"
     [ -f "$KAFKA_DATA/meta.properties" ] && return 0
     if [ ! -s "$KAFKA_CLUSTER_ID_FILE" ]; then
         # The tool prints a log line before the id: keep only the id (22 base64url characters).
@@ -522,7 +566,9 @@ install_kafka() {
 start_kafka() {
     local heap
     read -r -a heap <<<"$VI_KAFKA_HEAP_OPTS"
-    spawn kafka "$KAFKA_HOME" "$JAVA" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+    # Run in the stack's log directory, where a JVM crash report (hs_err_pid*.log) belongs,
+    # never in OPT_DIR, which other stacks may share (the registry likewise).
+    spawn kafka "$LOG_DIR" "$JAVA" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
         -Djava.awt.headless=true -Dlog4j2.configurationFile="$SCRIPT_DIR/kafka/log4j2.xml" \
         -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_CONFIG"
 }
@@ -561,7 +607,11 @@ preflight_registry() {
 }
 
 install_registry() {
-    registry_jar >/dev/null && return 0
+    registry_jar >/dev/null || with_opt_lock fetch_registry
+}
+
+fetch_registry() {
+    registry_jar >/dev/null && return 0 # another stack sharing OPT_DIR did it while we waited
     say "registry: fetching Apicurio Registry $REGISTRY_VERSION with Maven (checksums checked)"
     rm -rf "$REGISTRY_HOME.tmp"
     mkdir -p "$(dirname "$REGISTRY_HOME")"
@@ -577,7 +627,7 @@ start_registry() {
     local heap jar
     read -r -a heap <<<"$VI_REGISTRY_HEAP_OPTS"
     jar="$(registry_jar)"
-    spawn registry "$REGISTRY_HOME" env \
+    spawn registry "$LOG_DIR" env \
         APICURIO_STORAGE_KIND=sql \
         APICURIO_STORAGE_SQL_KIND=postgresql \
         APICURIO_DATASOURCE_URL="jdbc:postgresql://127.0.0.1:$VI_POSTGRES_PORT/apicurio" \
@@ -731,9 +781,9 @@ status_line() {
         rc=1
     fi
     if [ -n "$details" ]; then
-        printf '%-18s %-12s %s\n' "$svc" "$state" "$details"
+        printf '%-20s %-12s %s\n' "$svc" "$state" "$details"
     else
-        printf '%-18s %s\n' "$svc" "$state"
+        printf '%-20s %s\n' "$svc" "$state"
     fi
     return "$rc"
 }
@@ -844,4 +894,8 @@ main() {
     esac
 }
 
-main "$@"
+# Sourced rather than run (tests/test_stack.py reads the services and rendered config that
+# way): define everything, do nothing.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+    main "$@"
+fi

@@ -49,7 +49,7 @@ from streams.runtime.fence import Abandoned, Fence
 from streams.runtime.origin import Origin, origin_of
 from streams.runtime.stage import Inbound, Stage, StageResult
 from streams.runtime.watchdog import Hung, call_with_deadline
-from telemetry.logs import message_context
+from telemetry.logs import message_context, update_message_context
 from telemetry.redaction import public_message
 from vidinsight.errors import (
     ErrorClass,
@@ -321,6 +321,7 @@ class BatchProcessor:
         and timeouts a few times, permanent ones dead-lettered at once."""
         assert item.inbound is not None
         item.inbound = _with_attempt(item.inbound, begun.attempts)
+        update_message_context(attempt=item.attempt)
         if begun.attempts > self.settings.max_deliveries:
             failure = Failure(
                 reason=begun.previous_reason or Reason.RETRIES_EXHAUSTED,
@@ -363,6 +364,7 @@ class BatchProcessor:
                 retry += 1
                 self._note_retry(item, reason, error_class, exc)
                 item.inbound = _with_attempt(item.inbound, item.attempt + 1)
+                update_message_context(attempt=item.attempt)
                 fence.sleep(self._delay(retry))
                 continue
             fence.check()

@@ -208,3 +208,28 @@ def test_a_stalling_source_ends_at_the_fetch_time_cap(stalling: StallingHttpServ
     assert DEADLINE_SECONDS <= elapsed <= DEADLINE_SECONDS + SLACK_SECONDS
     assert caught.value.reason is Reason.SOURCE_UNREACHABLE
     assert "timed out" in caught.value.message
+
+
+def test_a_source_that_never_answers_is_unreachable_once_silent_for_the_idle_timeout() -> None:
+    """The connection opens (the kernel accepts it) and not one byte comes back: the job
+    fails source_unreachable after the idle timeout, long before the fetch's time cap
+    or the stage's deadline would end it as a timeout."""
+    with socket.create_server(("127.0.0.1", 0), backlog=4) as silent:
+        port = silent.getsockname()[1]
+        began = time.monotonic()
+        with pytest.raises(PermanentError) as caught:
+            fetch(
+                f"http://127.0.0.1:{port}/video.mp4",
+                io.BytesIO(),
+                max_bytes=10_000,
+                timeout_seconds=600,
+                connect_timeout_seconds=2,
+                idle_timeout_seconds=DEADLINE_SECONDS,
+                max_redirects=3,
+                allowed=ONLY_127_0_0_1,
+                deadline=began + 600,
+            )
+    elapsed = time.monotonic() - began
+    assert DEADLINE_SECONDS <= elapsed <= DEADLINE_SECONDS + SLACK_SECONDS
+    assert caught.value.reason is Reason.SOURCE_UNREACHABLE
+    assert "sent nothing" in caught.value.message

@@ -70,6 +70,13 @@ def test_garbage_and_failing_messages_are_dead_lettered_and_the_rest_flow(
     }
     # Permanent: dead-lettered at once; unknown: the bounded retries, then dead-lettered.
     assert echo_pipeline.executions([permanent, unknown]) == {permanent: 1, unknown: 3}
+    # Each retry's log line names the attempt that failed (I4), not the first one.
+    retries = [
+        line["attempt"]
+        for line in echo_pipeline.workers[0].log_lines()
+        if line.get("job_id") == unknown and line.get("msg", "").startswith("handler failed")
+    ]
+    assert retries == [1, 2]
 
 
 def test_dlq_replay_after_the_cause_is_fixed_completes(

@@ -1,0 +1,1 @@
+"""The soak and fault suite: the whole platform under a batch of videos and injected faults."""

@@ -1,0 +1,167 @@
+"""A burst of job submissions at the gateway, and the tally of how it answered.
+
+``total`` requests are started at an even pace across the window (request i at
+i x window / total seconds), from several customers in turn, each with an
+Idempotency-Key of its own (the gateway answers a repeated key with the first job, so
+unique keys make every request a new job). Answers may be slow under load, so each
+request waits up to a generous timeout; the burst is over when every request has been
+answered or has failed. ``send_seconds`` tells whether the pace held: past the window,
+the concurrency bound (or the client) could not keep up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+JOBS_PATH = "/v1/jobs"
+# Answers that tell the client to come back later; they must say when.
+RETRY_STATUSES = frozenset({429, 503})
+PERCENTILES = (50, 90, 99, 100)
+# (customer_id, api_key, request body): what one customer submits, cycled through.
+Template = tuple[str, str, dict[str, Any]]
+
+
+@dataclass
+class BurstTally:
+    """How the gateway answered a burst."""
+
+    sent: int
+    window_seconds: float
+    statuses: Counter[int] = field(default_factory=Counter)
+    retry_after_present: int = 0  # 429/503 carrying Retry-After
+    retry_after_missing: int = 0  # 429/503 without it
+    other_5xx: int = 0  # 5xx other than 503
+    dropped: Counter[str] = field(default_factory=Counter)  # no answer, by exception class
+    accepted: list[tuple[str, str]] = field(default_factory=list)  # (customer_id, job_id)
+    latencies: list[float] = field(default_factory=list)  # seconds, answered requests only
+    send_seconds: float = 0.0  # from the first request's start to the last one's
+    total_seconds: float = 0.0  # from the first start to the last answer or failure
+
+    def record(self, customer_id: str, response: httpx.Response, seconds: float) -> None:
+        """Count one answer."""
+        self.statuses[response.status_code] += 1
+        self.latencies.append(seconds)
+        if response.status_code in RETRY_STATUSES:
+            if "retry-after" in response.headers:
+                self.retry_after_present += 1
+            else:
+                self.retry_after_missing += 1
+        elif response.status_code >= 500:
+            self.other_5xx += 1
+        elif response.status_code == 202:
+            self.accepted.append((customer_id, response.json()["job_id"]))
+
+    def percentiles(self) -> dict[str, float]:
+        """Latency by nearest rank: p50, p90, p99 and p100 (the slowest), in seconds."""
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return {}
+        return {
+            f"p{p}": ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)] for p in PERCENTILES
+        }
+
+    def problems(self) -> list[str]:
+        """What a gateway under a burst must not do (and a burst that was not one)."""
+        found = []
+        if self.retry_after_missing:
+            found.append(f"{self.retry_after_missing} 429/503 answers without Retry-After")
+        if self.other_5xx:
+            found.append(f"{self.other_5xx} 5xx answers other than 503")
+        if self.dropped:
+            lost = sum(self.dropped.values())
+            found.append(f"{lost} requests without an answer: {dict(self.dropped)}")
+        # The last request is due at (sent - 1) / sent x window; a second more is slack.
+        if self.send_seconds > self.window_seconds + 1:
+            found.append(
+                f"sending took {self.send_seconds:.1f} s, not within the "
+                f"{self.window_seconds:.0f} s window"
+            )
+        return found
+
+    def report(self) -> dict[str, Any]:
+        """The tally as a JSON-ready dict (the accepted jobs as a count per customer)."""
+        return {
+            "sent": self.sent,
+            "window_seconds": self.window_seconds,
+            "statuses": {str(code): n for code, n in sorted(self.statuses.items())},
+            "retry_after_present": self.retry_after_present,
+            "retry_after_missing": self.retry_after_missing,
+            "other_5xx": self.other_5xx,
+            "dropped": dict(self.dropped),
+            "accepted_by_customer": dict(Counter(customer for customer, _ in self.accepted)),
+            "latency_seconds": {k: round(v, 3) for k, v in self.percentiles().items()},
+            "send_seconds": round(self.send_seconds, 3),
+            "total_seconds": round(self.total_seconds, 3),
+        }
+
+
+def fire_burst(
+    gateway_url: str,
+    templates: list[Template],
+    total: int,
+    window_seconds: float,
+    max_concurrency: int = 1000,
+    timeout_seconds: float = 120.0,
+) -> BurstTally:
+    """Send ``total`` submissions (cycling through ``templates``) within the window and
+    wait for every answer; runs an event loop of its own (call it from a plain thread)."""
+    if not templates:
+        raise ValueError("a burst needs at least one template to cycle through")
+    return asyncio.run(
+        _fire(gateway_url, templates, total, window_seconds, max_concurrency, timeout_seconds)
+    )
+
+
+async def _fire(
+    gateway_url: str,
+    templates: list[Template],
+    total: int,
+    window_seconds: float,
+    max_concurrency: int,
+    timeout_seconds: float,
+) -> BurstTally:
+    tally = BurstTally(sent=total, window_seconds=window_seconds)
+    slots = asyncio.Semaphore(max_concurrency)
+    limits = httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=None)
+    timeout = httpx.Timeout(timeout_seconds)
+    async with httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=timeout) as client:
+        started = time.monotonic()
+        tasks = []
+        for index in range(total):
+            due = started + index * window_seconds / total
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await slots.acquire()
+            tally.send_seconds = time.monotonic() - started
+            template = templates[index % len(templates)]
+            tasks.append(asyncio.create_task(_submit(client, template, tally, slots)))
+        await asyncio.gather(*tasks)
+        tally.total_seconds = time.monotonic() - started
+    return tally
+
+
+async def _submit(
+    client: httpx.AsyncClient, template: Template, tally: BurstTally, slot: asyncio.Semaphore
+) -> None:
+    """One request, counted in ``tally``; releases its concurrency slot when it is over."""
+    customer_id, api_key, body = template
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Idempotency-Key": f"burst-{uuid.uuid4().hex}",
+    }
+    started = time.monotonic()
+    try:
+        response = await client.post(JOBS_PATH, json=body, headers=headers)
+    except httpx.TransportError as exc:  # refused, reset, timed out: the answer was lost
+        tally.dropped[type(exc).__name__] += 1
+    else:
+        tally.record(customer_id, response, time.monotonic() - started)
+    finally:
+        slot.release()
