@@ -28,6 +28,7 @@ from gateway.periodic import Periodic
 from schemas.codec import Codec
 from sinks.db import Pool, transaction
 from sinks.jobs import mark_many_published, mark_published, unpublished
+from telemetry.logs import LIBRDKAFKA_LOGGER
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import Settings
 
@@ -76,6 +77,7 @@ class Publisher:
                 "acks": "all",
                 "linger.ms": settings.producer_linger_ms,
                 "client.id": "vidinsight-gateway",
+                "logger": LIBRDKAFKA_LOGGER,
             }
         )
         self._stopping = threading.Event()

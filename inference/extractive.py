@@ -13,7 +13,6 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from inference.insight_schema import (
     SentimentLabel,
 )
 from inference.prompts.transcript import TranscriptText, parse_transcript
+from inference.prompts.windows import estimated_tokens
 
 PROVIDER = "local"
 MODEL = "local/extractive"
@@ -171,10 +171,16 @@ def _sentence_score(sentence: _Sentence, frequencies: Counter[str]) -> float:
 
 
 def _ranked_terms(sentences: list[_Sentence]) -> list[tuple[str, int]]:
-    """Terms by the number of sentences using them, ties broken by first use."""
+    """Terms by the number of sentences using them, ties broken by first use.
+
+    Each sentence's terms are counted in the order spoken, never a set's: a set's order
+    changes with the process's string hashing, so ties (terms first used in the same
+    sentence) would rank differently after a restart, and so would the insights and the
+    tokens billed for them.
+    """
     counts: Counter[str] = Counter()
     for sentence in sentences:
-        counts.update(set(sentence.terms))
+        counts.update(dict.fromkeys(sentence.terms, 1))
     first_use: dict[str, int] = {}
     for index, sentence in enumerate(sentences):
         for term in sentence.terms:
@@ -332,21 +338,25 @@ class ExtractiveProvider(CustomLLM):
     """litellm's view of the extractive analyser: a chat completion whose reply is Insights JSON."""
 
     def completion(self, *args: Any, **kwargs: Any) -> ModelResponse:
-        """Answer the prompt's transcript with insights; the compute time is in the usage."""
-        started = time.perf_counter()
+        """Answer the prompt's transcript with insights.
+
+        The usage is an estimate of the prompt's and the reply's tokens (four characters
+        each, as windows are sized), so this provider is billed by tokens like any other
+        model, and the same prompt always costs the same, whatever the time it took.
+        """
         text = "\n".join(_message_text(message) for message in kwargs["messages"])
-        insights = extract_insights(parse_transcript(text))
+        reply = extract_insights(parse_transcript(text)).model_dump_json()
         response: ModelResponse = kwargs["model_response"]
         response.choices = [
-            Choices(
-                index=0,
-                finish_reason="stop",
-                message=Message(role="assistant", content=insights.model_dump_json()),
-            )
+            Choices(index=0, finish_reason="stop", message=Message(role="assistant", content=reply))
         ]
         response.model = MODEL
-        response.usage = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)  # type: ignore[attr-defined]
-        response._hidden_params["compute_seconds"] = time.perf_counter() - started
+        prompt_tokens, reply_tokens = estimated_tokens(text), estimated_tokens(reply)
+        response.usage = Usage(  # type: ignore[attr-defined]
+            prompt_tokens=prompt_tokens,
+            completion_tokens=reply_tokens,
+            total_tokens=prompt_tokens + reply_tokens,
+        )
         return response
 
 

@@ -32,6 +32,7 @@ from inference.extractive import register_extractive_provider
 from inference.pricing import PriceBook, load_pricing
 from sinks.db import Pool, transaction
 from sinks.llm_cache import get_cached, put_cached
+from streams.runtime.metrics import measure_cpu
 from vidinsight.errors import (
     PermanentError,
     Reason,
@@ -51,8 +52,6 @@ BudgetCheck = Callable[[str], bool]
 
 # Providers that honour Anthropic-style ``cache_control`` markers on message parts.
 _CACHE_CONTROL_PROVIDERS = frozenset({"anthropic", "bedrock", "vertex_ai"})
-# Providers billed by the compute time of our own machines, not by tokens.
-_COMPUTE_PROVIDERS = frozenset({"local"})
 _EVENT_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://vidinsight/cost-events/llm")
 
 
@@ -166,11 +165,12 @@ def _complete_with(
     conversation = mark_cacheable_prefix(model, messages)
     for attempt in range(settings.llm_invalid_output_retries + 1):
         try:
-            response, seconds = _call_with_retries(model, conversation, parameters, settings)
+            with measure_cpu(context.stage, provider, model_name):
+                response = _call_with_retries(model, conversation, parameters, settings)
         except Exception as exc:
             attach_costs(exc, events)  # the invalid replies before this failure were paid
             raise
-        events.append(_cost_event(model, response, seconds, context, task, key, attempt, prices))
+        events.append(_cost_event(model, response, context, task, key, attempt, prices))
         reply = _reply_text(response)
         try:
             value = response_model.model_validate_json(json_body(reply))
@@ -266,15 +266,14 @@ def mark_cacheable_prefix(model: str, messages: list[Message]) -> list[Message]:
 
 def _call_with_retries(
     model: str, messages: list[Message], parameters: dict[str, Any], settings: Settings
-) -> tuple[Any, float]:
-    """One successful litellm call (and its duration), retrying 429, 5xx and timeouts.
+) -> Any:
+    """One successful litellm call, retrying 429, 5xx and timeouts.
 
     litellm's own retries are turned off (``num_retries=0``, ``max_retries=0``) so the
     attempts, the backoff and the reason raised when they run out are all decided here.
     """
     delay = settings.llm_retry_backoff_initial_seconds
     for attempt in range(settings.llm_max_retries + 1):
-        started = time.perf_counter()
         try:
             response = litellm.completion(
                 model=model,
@@ -286,7 +285,7 @@ def _call_with_retries(
                 **_connection(model, settings),
                 **parameters,
             )
-            return response, time.perf_counter() - started
+            return response
         except Exception as exc:
             error = translate_provider_error(exc)
             if error is None:
@@ -400,32 +399,27 @@ def _cache_hit_event(model: str, context: LLMContext, task: str, key: str) -> di
 def _cost_event(
     model: str,
     response: Any,
-    compute_seconds: float,
     context: LLMContext,
     task: str,
     key: str,
     attempt: int,
     prices: PriceBook,
 ) -> dict[str, Any]:
-    """The CostEvent of one paid call: tokens for hosted models, compute time for local ones.
+    """The CostEvent of one paid call, by the tokens its usage reports (the local
+    extractive provider reports an estimate of its own, never the time it took).
 
     Its id derives from job, stage, task, cache key and attempt, so a redelivered job
     that makes the same call again produces the same event and is charged once.
     """
     provider, model_name = split_model(model)
     event = _event_base(model, context, f"{context.job_id}:{context.stage}:{task}:{key}:{attempt}")
-    if provider in _COMPUTE_PROVIDERS:
-        seconds = response._hidden_params.get("compute_seconds", compute_seconds)
-        usage = {"compute_seconds": seconds}
-        event.update(unit="compute_seconds", quantity=float(seconds))
-    else:
-        input_tokens, cached_tokens, output_tokens = token_usage(response)
-        usage = {
-            "input_tokens": input_tokens,
-            "cached_tokens": cached_tokens,
-            "output_tokens": output_tokens,
-        }
-        event.update(usage, unit="tokens", quantity=float(sum(usage.values())))
+    input_tokens, cached_tokens, output_tokens = token_usage(response)
+    usage = {
+        "input_tokens": input_tokens,
+        "cached_tokens": cached_tokens,
+        "output_tokens": output_tokens,
+    }
+    event.update(usage, unit="tokens", quantity=float(sum(usage.values())))
     event["amount_usd_micros"] = prices.cost_usd_micros(provider, model_name, usage)
     return event
 

@@ -7,6 +7,10 @@ installed package. That map is read from disk: nothing here touches the network,
 
 Prices are Decimals in micro-dollars per unit; a cost is computed exactly and rounded
 once, half up, to whole micro-dollars, so repeated charges never drift the way floats do.
+
+Every unit is a quantity of the work's input (tokens, seconds of audio or media, bytes
+stored), never a measured time: the same job must cost the same whether or not it was
+retried, and however busy the machine was (docs/decisions/0011).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ UNITS = (
     "cached_tokens",
     "output_tokens",
     "audio_seconds",
-    "compute_seconds",
+    "media_seconds",
     "storage_bytes",
 )
 # litellm's USD-per-unit fields, by our unit names.

@@ -56,14 +56,13 @@ def sentence_segments(segment: Segment) -> list[Segment]:
 
 @dataclass(frozen=True)
 class Transcript:
-    """What one transcription returned, and what it cost to make (for the cost event)."""
+    """What one transcription returned, and what the provider bills for it."""
 
     language: str
     segments: tuple[Segment, ...]
     provider: str
     model: str
     audio_seconds: float
-    compute_seconds: float = 0.0
     usage: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -117,6 +116,16 @@ class Transcriber(Protocol):
     # Whether each call is billed by a provider (a managed API), so the customer's
     # budget must be asked before it; local models run on our own CPUs.
     managed: bool
+
+    @property
+    def provider(self) -> str:
+        """Who is paid for a transcription (``local`` for our own CPUs)."""
+        ...
+
+    @property
+    def model_name(self) -> str:
+        """The model as the price book names it."""
+        ...
 
     def transcribe(
         self, audio: Path, language: str | None = None, deadline: float | None = None

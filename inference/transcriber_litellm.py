@@ -72,7 +72,6 @@ class LitellmTranscriber:
         """
         import litellm
 
-        began = time.monotonic()
         what = f"transcribing {audio.name} with {self.model}"
         extra: dict[str, Any] = {}
         left = remaining_seconds(deadline, what)
@@ -107,7 +106,6 @@ class LitellmTranscriber:
             provider=self.provider,
             model=self.model_name,
             audio_seconds=seconds,
-            compute_seconds=time.monotonic() - began,
             usage={"audio_seconds": seconds},
         )
 

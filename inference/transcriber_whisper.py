@@ -9,7 +9,6 @@ but wrong transcripts with no error at all.
 from __future__ import annotations
 
 import threading
-import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from vidinsight.errors import PermanentError, Reason, StageTimeout, remaining_se
 from vidinsight.settings import Settings
 
 DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
-# Held while a transcription runs, so its process CPU time is its own (see transcribe).
+# Held while a transcription runs: a call waits for its turn here, within its deadline.
 _TRANSCRIBING = threading.Lock()
 
 
@@ -63,6 +62,7 @@ class WhisperTranscriber:
     """
 
     managed = False
+    provider = "local"
 
     def __init__(
         self,
@@ -108,27 +108,23 @@ class WhisperTranscriber:
         """Transcribe a 16 kHz mono WAV; times are relative to the file.
 
         One transcription at a time per process: the model's single CTranslate2 worker
-        runs calls one after another anyway, and the compute billed is the process's CPU
-        time, which would otherwise include the chunks other handler threads transcribe.
-        Waiting for that turn, and each segment after it, is bounded by ``deadline``.
+        runs calls one after another anyway, and a call waiting here, unlike one queued
+        inside the model, gives up when ``deadline`` passes; so does each segment after.
         """
         what = f"transcribing {audio.name}"
         left = remaining_seconds(deadline, what)
         if not _TRANSCRIBING.acquire(timeout=-1 if left is None else left):
             raise StageTimeout(f"{what}: deadline passed waiting for the model")
         try:
-            began = time.process_time()
             language, segments, audio_seconds = self._run(audio, language, deadline)
-            compute_seconds = time.process_time() - began
         finally:
             _TRANSCRIBING.release()
         return Transcript(
             language=language,
             segments=segments,
-            provider="local",
+            provider=self.provider,
             model=self.model_name,
             audio_seconds=audio_seconds,
-            compute_seconds=compute_seconds,
         )
 
     def _run(

@@ -19,6 +19,7 @@ from media.probe import MediaInfo, probe
 from sinks import jobs
 from sinks.blobs import file_sha256
 from streams.runtime.context import HandlerContext
+from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.identifiers import check_identifier
@@ -67,6 +68,7 @@ def store_source(ctx: HandlerContext, inbound: Inbound, source: str) -> tuple[st
                 max_bytes=settings.max_media_bytes,
                 timeout_seconds=settings.fetch_timeout_seconds,
                 connect_timeout_seconds=settings.fetch_connect_timeout_seconds,
+                idle_timeout_seconds=settings.fetch_idle_timeout_seconds,
                 max_redirects=settings.fetch_max_redirects,
                 allowed=parse_networks(settings.fetch_allowed_networks),
                 deadline=ctx.deadline,
@@ -101,26 +103,29 @@ def media_ingested(inbound: Inbound, uri: str, sha256: str, info: MediaInfo) -> 
 
 
 def ingest(inbound: Inbound, ctx: HandlerContext, output_topic: str) -> StageResult:
-    """Fetch, hash and probe the source; reject what cannot be processed."""
-    began = time.process_time()
+    """Fetch, hash and probe the source; reject what cannot be processed.
+
+    The probe is billed per second of the media as probed (to the millisecond), not by
+    the time it took: the same source costs the same in every run.
+    """
     check_identifier("job_id", inbound.job_id)
     check_identifier("customer_id", inbound.customer_id or "")
     ensure_job(ctx, inbound.value)
     ctx.ensure_within_budget("a new job")  # the gateway's 402, for jobs sent straight to Kafka
     source = str(inbound.value["source_uri"])
-    uri, sha256, size = store_source(ctx, inbound, source)
-    with ctx.blobs.local_path(uri) as path:
-        info = probe(
-            path,
-            max_bytes=ctx.settings.max_media_bytes,
-            max_duration_seconds=ctx.settings.max_duration_seconds,
-            max_picture_pixels=ctx.settings.max_picture_pixels,
-            deadline=ctx.deadline,
-        )
+    with measure_cpu(ctx.stage, "local", "probe"):
+        uri, sha256, size = store_source(ctx, inbound, source)
+        with ctx.blobs.local_path(uri) as path:
+            info = probe(
+                path,
+                max_bytes=ctx.settings.max_media_bytes,
+                max_duration_seconds=ctx.settings.max_duration_seconds,
+                max_picture_pixels=ctx.settings.max_picture_pixels,
+                deadline=ctx.deadline,
+            )
     costs: list[Mapping[str, Any]] = [
-        ctx.cost("probe", "local", "media", "compute_seconds",
-                 round(time.process_time() - began, 3)),
-    ]  # fmt: skip
+        ctx.cost("probe", "local", "probe", "media_seconds", round(info.duration_seconds, 3))
+    ]
     if uri != source:
         costs.append(ctx.cost("source", "storage", "blob", "storage_bytes", size))
     value = media_ingested(inbound, uri, sha256, info)

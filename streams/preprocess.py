@@ -30,6 +30,7 @@ from sinks.db import Connection
 from sinks.jobs import get_job
 from sinks.scenes import save_scenes
 from streams.runtime.context import HandlerContext
+from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from topics.catalogue import TRANSCRIPTS_READY_TOPIC
 from vidinsight.settings import Settings
@@ -144,10 +145,16 @@ def find_scenes(work: MediaWork) -> tuple[list[dict[str, Any]], int]:
 def preprocess(
     inbound: Inbound, ctx: HandlerContext, chunks_topic: str, ready_topic: str
 ) -> StageResult:
-    """Chunks for transcription and scenes for analysis, from one media blob."""
+    """Chunks for transcription and scenes for analysis, from one media blob.
+
+    The work is billed per second of the media as ingest probed it (to the millisecond),
+    not by the time it took: the same media costs the same in every run.
+    """
     value = inbound.value
-    began = time.monotonic()
-    with ctx.blobs.local_path(str(value["media_uri"])) as media:
+    with (
+        ctx.blobs.local_path(str(value["media_uri"])) as media,
+        measure_cpu(ctx.stage, "local", "media"),
+    ):
         work = MediaWork(
             settings=ctx.settings,
             blobs=ctx.blobs,
@@ -168,8 +175,9 @@ def preprocess(
         outputs.append(
             Output(ready_topic, "TranscriptReady", inbound.job_id, empty_transcript(inbound))
         )
+    media_seconds = round(float(value["duration_seconds"]), 3)
     costs: list[Mapping[str, Any]] = [
-        ctx.cost("media", "local", "media", "compute_seconds", round(time.monotonic() - began, 3))
+        ctx.cost("media", "local", "media", "media_seconds", media_seconds)
     ]
     stored = sum(size for _, _, size in chunks) + done.frame_bytes
     if stored:

@@ -25,6 +25,7 @@ from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
 from streams.runtime.context import HandlerContext
+from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from vidinsight.errors import PermanentError, Reason
 
@@ -107,21 +108,33 @@ def _words(segment: Mapping[str, Any]) -> tuple[TimedWord, ...]:
     )
 
 
+def covered_seconds(document: Mapping[str, Any]) -> float:
+    """Seconds of the video the document covers, to the millisecond: to the end of its
+    last audio chunk or of its last scene, whichever is later.
+
+    Synthesise is billed by it rather than by the time it took, so the same video costs
+    the same in every run. Its input does not carry the video's probed duration; both
+    ends are fixed by the media (chunks cover the audio, scenes the picture).
+    """
+    ends = [float(document["duration_seconds"]), *(scene["end"] for scene in document["scenes"])]
+    return round(max(ends), 3)
+
+
 def synthesise(inbound: Inbound, ctx: HandlerContext, completed_topic: str) -> StageResult:
     """Assemble the job's insights and announce the job completed.
 
     A job that already ended otherwise (failed by a replayed message; a cancelled one
     never gets here) stays as it ended: nothing is stored or announced for it.
     """
-    started = time.perf_counter()
-    with ctx.transaction() as conn:
-        job = get_job(conn, inbound.job_id)
-        if job is not None and job["status"] in ENDED_OTHERWISE:
-            log.warning("job already %s; no insights assembled", job["status"])
-            return StageResult()
-        chunks = job_chunks(conn, inbound.job_id)
-        document = document_of(conn, inbound.job_id, chunks)
-    vtt, srt = captions_of(chunks)
+    with measure_cpu(ctx.stage, "local", "synthesis"):
+        with ctx.transaction() as conn:
+            job = get_job(conn, inbound.job_id)
+            if job is not None and job["status"] in ENDED_OTHERWISE:
+                log.warning("job already %s; no insights assembled", job["status"])
+                return StageResult()
+            chunks = job_chunks(conn, inbound.job_id)
+            document = document_of(conn, inbound.job_id, chunks)
+        vtt, srt = captions_of(chunks)
     log.info(
         "insights assembled",
         extra={"detail": {"schema_version": SCHEMA_VERSION,
@@ -135,8 +148,7 @@ def synthesise(inbound: Inbound, ctx: HandlerContext, completed_topic: str) -> S
         "insights_uri": insights_path(inbound.job_id),
         "completed_at_ms": int(time.time() * 1000),
     }
-    seconds = round(time.perf_counter() - started, 3)
-    cost = ctx.cost("document", "local", "synthesis", "compute_seconds", seconds)
+    cost = ctx.cost("document", "local", "synthesis", "media_seconds", covered_seconds(document))
     return StageResult(
         outputs=[Output(completed_topic, "JobCompleted", inbound.job_id, completed)],
         cost_events=[cost],

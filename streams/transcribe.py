@@ -20,6 +20,7 @@ from typing import Any
 from inference.transcriber import Transcriber, Transcript, transcriber_from_settings
 from sinks.transcripts import job_chunks, record_chunk
 from streams.runtime.context import HandlerContext, ProcessResource
+from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 
 log = logging.getLogger("vidinsight.transcribe")
@@ -49,15 +50,24 @@ def record(ctx: HandlerContext, chunk: Mapping[str, Any], transcript: Transcript
 
 
 def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> StageResult:
-    """Transcribe one chunk; announce the transcript when it is the last to land."""
+    """Transcribe one chunk; announce the transcript when it is the last to land.
+
+    Every transcriber, ours or a provider's, is billed per second of the chunk's audio
+    (to the millisecond, from its bounds), not by the time it took: the same chunk
+    costs the same in every run.
+    """
     chunk = inbound.value
     transcriber = TRANSCRIBER.get(ctx.settings)
     if transcriber.managed:
         ctx.ensure_not_cancelled("a managed transcription")
         ctx.ensure_within_budget("a managed transcription")
-    with ctx.blobs.local_path(str(chunk["audio_uri"])) as audio:
+    with (
+        ctx.blobs.local_path(str(chunk["audio_uri"])) as audio,
+        measure_cpu(ctx.stage, transcriber.provider, transcriber.model_name),
+    ):
         transcript = transcriber.transcribe(audio, chunk.get("language"), deadline=ctx.deadline)
     transcript = transcript.shifted(float(chunk["start_seconds"]))
+    audio_seconds = round(float(chunk["end_seconds"]) - float(chunk["start_seconds"]), 3)
     word_count = record(ctx, chunk, transcript)
     log.info(
         "chunk transcribed",
@@ -65,7 +75,7 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
             "detail": {
                 "chunk_index": chunk["chunk_index"],
                 "words": transcript.word_count,
-                "compute_seconds": round(transcript.compute_seconds, 3),
+                "audio_seconds": audio_seconds,
                 "last_chunk": word_count is not None,
             }
         },
@@ -83,11 +93,7 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
         }
         outputs.append(Output(ready_topic, "TranscriptReady", inbound.job_id, ready))
     item = f"chunk{chunk['chunk_index']}"
-    if transcript.provider == "local":
-        quantity, unit = round(transcript.compute_seconds, 3), "compute_seconds"
-    else:
-        quantity, unit = round(transcript.audio_seconds, 3), "audio_seconds"
-    cost = ctx.cost(item, transcript.provider, transcript.model, unit, quantity)
+    cost = ctx.cost(item, transcript.provider, transcript.model, "audio_seconds", audio_seconds)
     return StageResult(outputs=outputs, cost_events=[cost], payload=transcript.text)
 
 

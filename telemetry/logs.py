@@ -64,6 +64,11 @@ def message_context(**fields: Any) -> Iterator[None]:
         _message_fields.reset(token)
 
 
+# librdkafka's own log (connection losses, retries) through this process's JSON lines:
+# every Kafka client passes it as its ``logger``, so nothing reaches stderr unformatted.
+LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
+
+
 def update_message_context(**fields: Any) -> None:
     """Change fields of the enclosing ``message_context`` (a message's next attempt), so
     the lines logged from here on say so; outside any context it does nothing."""

@@ -115,6 +115,7 @@ def offsets_reader(bootstrap: str, group: str, client_id: str) -> Consumer:
             "group.id": group,
             "enable.auto.commit": False,
             "client.id": client_id,
+            "logger": RDKAFKA_LOGGER,
         }
     )
 

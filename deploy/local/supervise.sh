@@ -52,12 +52,14 @@ on_term() {
 trap on_term TERM
 
 # Wait for the child to exit and set rc to its status (128 + N for signal N). A trapped
-# TERM interrupts `wait` while the child still runs: then wait again.
+# TERM interrupts `wait` while the child still runs: then wait again. Bash's own report of
+# a killed child ("line N: PID Killed") is dropped: the service's log holds JSON lines and
+# this script's notes, and the note below says how the child ended.
 wait_child() {
-    wait "$child"
+    wait "$child" 2>/dev/null
     rc=$?
     while kill -0 "$child" 2>/dev/null; do
-        wait "$child"
+        wait "$child" 2>/dev/null
         rc=$?
         [ "$rc" = 127 ] && break # not our child any more: its pid was reused
     done

@@ -6,6 +6,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
+from telemetry.logs import LIBRDKAFKA_LOGGER
 from vidinsight.settings import Settings
 
 
@@ -25,6 +26,7 @@ def consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "max.poll.interval.ms": settings.max_poll_interval_ms,
         "client.id": f"vidinsight-{group_id}",
+        "logger": LIBRDKAFKA_LOGGER,
     }
 
 
@@ -38,6 +40,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.max.bytes": settings.max_message_bytes + 64 * 1024,
         "client.id": "vidinsight-producer",
+        "logger": LIBRDKAFKA_LOGGER,
     }
 
 

@@ -16,6 +16,7 @@ import uuid
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+from telemetry.logs import LIBRDKAFKA_LOGGER
 from vidinsight.settings import Settings
 
 Key = tuple[str, int]
@@ -33,6 +34,7 @@ class Watermarks:
                 "group.id": group_id,  # read, never joined: this consumer never subscribes
                 "enable.auto.commit": False,
                 "client.id": f"vidinsight-watermarks-{uuid.uuid4().hex[:8]}",
+                "logger": LIBRDKAFKA_LOGGER,
             }
         )
         self._lock = threading.Lock()

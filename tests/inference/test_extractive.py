@@ -7,15 +7,21 @@ provider, exactly as the analyse stage will send it, and comes back as Insights.
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import subprocess
+import sys
 import uuid
 
 import pytest
 
 from inference.insight_schema import Insights
 from inference.llm import LLMContext, LLMResult, complete
+from inference.pricing import load_pricing
 from inference.prompts import load_prompt
 from inference.prompts.transcript import Segment, TranscriptText, render_transcript
-from vidinsight.settings import Settings
+from inference.prompts.windows import estimated_tokens
+from vidinsight.settings import REPO_ROOT, Settings
 
 DURATION_SECONDS = 120.0
 # The picture changes where the topic does (40 s, 80 s), and once within the first topic.
@@ -39,21 +45,23 @@ SCRIPT = [
 ]
 
 
+TRANSCRIPT = TranscriptText(
+    duration_seconds=DURATION_SECONDS,
+    scene_cuts_seconds=SCENE_CUTS_SECONDS,
+    segments=[Segment(float(start), float(end), text) for start, end, text in SCRIPT],
+)
+MESSAGES = [
+    {"role": "system", "content": load_prompt("insights", 1)},
+    {"role": "user", "content": render_transcript(TRANSCRIPT)},
+]
+
+
 @pytest.fixture(scope="module")
 def analysed(settings: Settings) -> LLMResult[Insights]:
     """The script analysed once by the extractive provider through the LLM entry point."""
-    transcript = TranscriptText(
-        duration_seconds=DURATION_SECONDS,
-        scene_cuts_seconds=SCENE_CUTS_SECONDS,
-        segments=[Segment(float(start), float(end), text) for start, end, text in SCRIPT],
-    )
-    messages = [
-        {"role": "system", "content": load_prompt("insights", 1)},
-        {"role": "user", "content": render_transcript(transcript)},
-    ]
     extractive = settings.model_copy(update={"llm_models": {"default": ["local/extractive"]}})
     context = LLMContext(f"c-{uuid.uuid4()}", f"j-{uuid.uuid4()}", "analyse")
-    return complete("insights", messages, Insights, context, settings=extractive)
+    return complete("insights", MESSAGES, Insights, context, settings=extractive)
 
 
 def test_summary_and_keywords_contain_the_key_terms(analysed: LLMResult[Insights]) -> None:
@@ -94,12 +102,56 @@ def test_questions_entities_and_sentiment(analysed: LLMResult[Insights]) -> None
     assert insights.chapters[1].sentiment.label == "negative"
 
 
-def test_its_cost_is_its_compute_time(analysed: LLMResult[Insights]) -> None:
+def test_its_cost_is_a_token_estimate_of_prompt_and_reply(
+    analysed: LLMResult[Insights],
+) -> None:
     (event,) = analysed.cost_events
-    assert (event["provider"], event["model"], event["unit"]) == (
-        "local",
-        "extractive",
-        "compute_seconds",
+    assert (event["provider"], event["model"], event["unit"]) == ("local", "extractive", "tokens")
+    prompt = "\n".join(message["content"] for message in MESSAGES)
+    reply = analysed.value.model_dump_json()
+    assert event["input_tokens"] == estimated_tokens(prompt) > 0
+    assert event["output_tokens"] == estimated_tokens(reply) > 0
+    assert event["quantity"] == event["input_tokens"] + event["output_tokens"]
+    price = load_pricing().price("local", "extractive").micros_per_unit
+    assert price["input_tokens"] > 0 and price["output_tokens"] > 0
+
+
+# Asks the extractive provider once, in a process of its own, and prints what it answered.
+_ASK_IN_A_PROCESS = """
+import json, sys
+import litellm
+from inference.extractive import register_extractive_provider
+register_extractive_provider()
+response = litellm.completion(model="local/extractive", messages=json.load(sys.stdin))
+usage = response.usage
+print(json.dumps([response.choices[0].message.content, usage.prompt_tokens,
+                  usage.completion_tokens]))
+"""
+
+
+def _ask_in_a_process(hash_seed: str) -> list[object]:
+    """The reply and usage of one call in a fresh interpreter with ``hash_seed``."""
+    env = {**os.environ, "PYTHONHASHSEED": hash_seed, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    done = subprocess.run(
+        [sys.executable, "-c", _ASK_IN_A_PROCESS],
+        input=json.dumps(MESSAGES),
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
-    assert 0 < event["quantity"] < 5
-    assert event["input_tokens"] == event["output_tokens"] == 0
+    answer: list[object] = json.loads(done.stdout.splitlines()[-1])
+    return answer
+
+
+def test_the_same_prompt_costs_the_same_in_every_process(
+    analysed: LLMResult[Insights],
+) -> None:
+    """A worker restarted after a crash analyses the job again in a new process, whose
+    string hashing differs: its reply, and the tokens billed, must not. (Under seeds 1
+    and 3, ranking terms in a set's order gave replies of different lengths.)"""
+    (event,) = analysed.cost_events
+    expected = [analysed.value.model_dump_json(), event["input_tokens"], event["output_tokens"]]
+    assert _ask_in_a_process("1") == _ask_in_a_process("3") == expected

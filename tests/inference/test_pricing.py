@@ -62,6 +62,7 @@ def test_unknown_models_and_unpriced_units_are_refused_not_billed_as_free() -> N
     [
         "[providers.p.m]\ninput_tokens = 0.15\n",  # a float, not a decimal string
         '[providers.p.m]\ntokens = "1"\n',  # not a unit
+        '[providers.local.m]\ncompute_seconds = "12"\n',  # measured time: never a price
         '[providers.p.m]\ninput_tokens = "-1"\n',
     ],
 )

@@ -214,9 +214,13 @@ def test_a_transcript_becomes_a_completed_job_with_insights_and_captions(
     assert completed["insights_uri"] == f"/v1/jobs/{job_id}/insights"
     costs = {c["stage"]: c for c in pipeline.messages("costs", job_id, n=2)}
     assert {stage: (c["model"], c["unit"]) for stage, c in costs.items()} == {
-        "analyse": ("extractive", "compute_seconds"),
-        "synthesise": ("synthesis", "compute_seconds"),
+        "analyse": ("extractive", "tokens"),
+        "synthesise": ("synthesis", "media_seconds"),
     }
+    analysed = costs["analyse"]
+    assert analysed["input_tokens"] > 0 and analysed["output_tokens"] > 0
+    assert analysed["quantity"] == analysed["input_tokens"] + analysed["output_tokens"]
+    assert costs["synthesise"]["quantity"] == round(DURATION, 3)  # the video it covers
     assert {c["customer_id"] for c in costs.values()} == {customer_id}
 
     with transaction(pipeline.pool) as conn:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 from sinks.blobs import BlobStore
 from sinks.scenes import job_scenes
@@ -47,7 +48,7 @@ def test_talk_through_the_pipeline(
     _assert_cuts_between_sentences(chunks, generated_media)
     _assert_words_on_the_video_timeline(chunks, generated_media)
     _assert_scenes(pipeline, shared, generated_media)
-    _assert_costs(pipeline, shared, len(chunks))
+    _assert_costs(pipeline, shared, chunks)
 
     assert len(pipeline.read("ready", 2, timeout=8)) == 1  # exactly one TranscriptReady
 
@@ -76,6 +77,18 @@ def test_twenty_minutes_shared_by_two_workers_equals_one_worker(
     one_worker = [(c["start_seconds"], c["text"]) for c in chunks_of(pipeline, alone)]
     assert one_worker == two_workers
     assert len(pipeline.read("ready", 3, timeout=8)) == 2
+    # Each job: ingest's probe, preprocess's media and blobs, one line per chunk.
+    costs = pipeline.read("costs", 2 * (3 + len(two_workers)), timeout=60)
+    assert _bill(costs, alone) == _bill(costs, shared)  # the same talk, the same bill
+
+
+def _bill(events: list[dict[str, Any]], job_id: str) -> list[tuple[Any, ...]]:
+    """A job's cost lines without what names the job or the moment."""
+    return sorted(
+        (e["stage"], e["provider"], e["model"], e["unit"], e["quantity"], e["amount_usd_micros"])
+        for e in events
+        if e["job_id"] == job_id
+    )
 
 
 def _run_keys_by_worker(pipeline: MediaPipeline, job_id: str) -> int:
@@ -121,14 +134,23 @@ def _assert_scenes(pipeline: MediaPipeline, job_id: str, media: GeneratedMedia) 
             assert path.read_bytes()[:2] == b"\xff\xd8", scene
 
 
-def _assert_costs(pipeline: MediaPipeline, job_id: str, chunk_count: int) -> None:
+def _assert_costs(pipeline: MediaPipeline, job_id: str, chunks: list[dict[str, object]]) -> None:
     events = [e for e in pipeline.read("costs", 100, timeout=5) if e["job_id"] == job_id]
     by_stage: dict[str, list[dict[str, object]]] = {}
     for event in events:
         by_stage.setdefault(str(event["stage"]), []).append(event)
     assert len({e["event_id"] for e in events}) == len(events)  # no duplicates
-    assert len(by_stage["transcribe"]) == chunk_count
-    assert {e["unit"] for e in by_stage["preprocess"]} == {"compute_seconds", "storage_bytes"}
+    assert len(by_stage["transcribe"]) == len(chunks)
+    assert {e["unit"] for e in by_stage["preprocess"]} == {"media_seconds", "storage_bytes"}
     assert {e["model"] for e in by_stage["transcribe"]} == {"faster-whisper-tiny.en"}
+    # Local work is billed by its input: the media's probed length, each chunk's audio.
+    [probe] = by_stage["ingest"]
+    [media] = [e for e in by_stage["preprocess"] if e["unit"] == "media_seconds"]
+    assert (probe["unit"], probe["quantity"]) == ("media_seconds", media["quantity"])
+    spans = [
+        round(float(str(c["end_seconds"])) - float(str(c["start_seconds"])), 3) for c in chunks
+    ]
+    assert sorted(float(str(e["quantity"])) for e in by_stage["transcribe"]) == sorted(spans)
+    assert {e["unit"] for e in by_stage["transcribe"]} == {"audio_seconds"}
     assert all(e["customer_id"] == "cust-media" for e in events)
     assert sum(int(str(e["amount_usd_micros"])) for e in events) > 0
