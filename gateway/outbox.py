@@ -28,8 +28,8 @@ from gateway.periodic import Periodic
 from schemas.codec import Codec
 from sinks.db import Pool, transaction
 from sinks.jobs import mark_many_published, mark_published, unpublished
-from telemetry.logs import LIBRDKAFKA_LOGGER
-from vidinsight.errors import VidinsightError
+from telemetry.logs import LIBRDKAFKA_LOGGER, intake_fields
+from vidinsight.errors import Reason, VidinsightError
 from vidinsight.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,13 @@ class Publisher:
         Nothing here can lose the job: whatever fails (encoding, a full queue, a broker
         that never acknowledges), the row stays unpublished and the relay takes it.
         """
-        job_id = str(job["job_id"])
+        job_id, customer_id = str(job["job_id"]), str(job["customer_id"])
         try:
             value = self._codec.encode(self._topic, "JobRequested", job_requested(job))
         except VidinsightError as exc:
             log.warning(
-                "job request not encoded", extra={"job_id": job_id, "reason": exc.reason.value}
+                "job request not encoded",
+                extra={**intake_fields(job_id, customer_id), "reason": exc.reason.value},
             )
             return
 
@@ -112,13 +113,17 @@ class Publisher:
                 self._acked.put(job_id)
             else:
                 log.warning(
-                    "job request not acknowledged", extra={"job_id": job_id, "detail": err.str()}
+                    "job request not acknowledged",
+                    extra={**intake_fields(job_id, customer_id), **_unacknowledged(err.str())},
                 )
 
         try:
             self._producer.produce(self._topic, key=job_id, value=value, on_delivery=on_delivery)
         except BufferError:
-            log.warning("producer queue full; the relay will publish", extra={"job_id": job_id})
+            log.warning(
+                "producer queue full; the relay will publish",
+                extra={**intake_fields(job_id, customer_id), **_unacknowledged("queue full")},
+            )
 
     def _mark_acked(self) -> None:
         """Stamp acknowledged jobs as published, many per transaction, until closed."""
@@ -145,7 +150,7 @@ class Publisher:
         except VidinsightError as exc:
             log.warning(
                 "job request not encoded",
-                extra={"job_id": job["job_id"], "reason": exc.reason.value},
+                extra={**_fields(job), "reason": exc.reason.value},
             )
             return False
         done = threading.Event()
@@ -164,7 +169,8 @@ class Publisher:
             return False  # local queue full: the relay publishes it later
         if not done.wait(self._timeout) or failures:
             log.warning(
-                "job request not acknowledged", extra={"job_id": job["job_id"], "detail": failures}
+                "job request not acknowledged",
+                extra={**_fields(job), **_unacknowledged("; ".join(failures))},
             )
             return False
         return True
@@ -207,6 +213,15 @@ class Relay:
                 published += 1
                 log.info(
                     "outbox relay published job",
-                    extra={"job_id": job["job_id"], "customer_id": job["customer_id"]},
+                    extra=_fields(job),
                 )
         return published
+
+
+def _fields(job: Mapping[str, Any]) -> dict[str, Any]:
+    return intake_fields(str(job["job_id"]), str(job["customer_id"]))
+
+
+def _unacknowledged(detail: str) -> dict[str, str]:
+    """Why a request is left to the relay: the broker did not take it (yet)."""
+    return {"reason": Reason.BROKER_UNAVAILABLE.value, "detail": detail}

@@ -69,6 +69,12 @@ def message_context(**fields: Any) -> Iterator[None]:
 LIBRDKAFKA_LOGGER = logging.getLogger("librdkafka")
 
 
+def intake_fields(job_id: str, customer_id: str) -> dict[str, Any]:
+    """The fields of a line about a job that no stage holds yet: the gateway took it in,
+    and taking it in is its first attempt (invariant I4 holds there too)."""
+    return {"job_id": job_id, "customer_id": customer_id, "stage": "gateway", "attempt": 1}
+
+
 def update_message_context(**fields: Any) -> None:
     """Change fields of the enclosing ``message_context`` (a message's next attempt), so
     the lines logged from here on say so; outside any context it does nothing."""

@@ -36,6 +36,7 @@ from sinks.jobs import (
 from sinks.stage_runs import runs_for_job, runs_for_jobs
 from sinks.uploads import get_upload
 from telemetry.analytics import JOB_SUBMITTED
+from telemetry.logs import intake_fields
 from vidinsight.errors import PermanentError, Reason
 
 log = logging.getLogger(__name__)
@@ -117,7 +118,7 @@ def submit_job(
             "option_count": len(body.options),
         },
     )
-    log.info("job accepted", extra={"job_id": job["job_id"], "customer_id": customer_id})
+    log.info("job accepted", extra=intake_fields(job["job_id"], customer_id))
     return JobAccepted(job_id=job["job_id"])
 
 

@@ -35,6 +35,14 @@ class JobRecord:
     def cost_usd_micros(self) -> int:
         return sum(int(line[-1]) for line in self.ledger)
 
+    def first_difference(self, other: JobRecord, part: str) -> list[str]:
+        """The first differing element of ``part``, this record's then ``other``'s, cut
+        short: enough to see the cause in a report."""
+        mine, theirs = getattr(self, part), getattr(other, part)
+        if isinstance(mine, list) and isinstance(theirs, list) and len(mine) == len(theirs):
+            mine, theirs = next((a, b) for a, b in zip(mine, theirs, strict=True) if a != b)
+        return [json.dumps(mine, default=str)[:400], json.dumps(theirs, default=str)[:400]]
+
     def differences(self, other: JobRecord) -> list[str]:
         """The parts of this record that differ from ``other`` (by name)."""
         return [
@@ -53,18 +61,20 @@ class JobRecord:
         ]
 
 
-def _neutral(value: Any, job_id: str, name: str) -> Any:
-    """``value`` with the job id replaced by its name and timestamps left out."""
+def _neutral(value: Any, names: dict[str, str]) -> Any:
+    """``value`` with each key of ``names`` (the job id, the run's state folder in blob
+    URIs) replaced by its value, and timestamps left out."""
     if isinstance(value, dict):
         return {
-            key: _neutral(item, job_id, name)
+            key: _neutral(item, names)
             for key, item in sorted(value.items())
             if not (key.endswith("_at") or key.endswith("_at_ms"))
         }
     if isinstance(value, list):
-        return [_neutral(item, job_id, name) for item in value]
+        return [_neutral(item, names) for item in value]
     if isinstance(value, str):
-        return value.replace(job_id, name)
+        for old, new in names.items():
+            value = value.replace(old, new)
     return value
 
 
@@ -72,23 +82,23 @@ def _rows(conn: psycopg.Connection[Any], sql: str, job_id: str) -> list[dict[str
     return list(conn.execute(sql, (job_id,)).fetchall())
 
 
-def snapshot(database_url: str, names: dict[str, str]) -> dict[str, JobRecord]:
+def snapshot(database_url: str, names: dict[str, str], state_dir: str) -> dict[str, JobRecord]:
     """The stored record of every job in ``names`` (job id -> name), by name."""
     records: dict[str, JobRecord] = {}
     with psycopg.connect(database_url, row_factory=dict_row) as conn:
         for job_id, name in names.items():
-            records[name] = _record(conn, job_id, name)
+            records[name] = _record(conn, job_id, {job_id: name, state_dir: "<state>"})
     return records
 
 
-def _record(conn: psycopg.Connection[Any], job_id: str, name: str) -> JobRecord:
+def _record(conn: psycopg.Connection[Any], job_id: str, names: dict[str, str]) -> JobRecord:
     job = conn.execute(
         "SELECT status, error_reason FROM jobs WHERE job_id = %s", (job_id,)
     ).fetchone()
-    assert job is not None, f"job {name} ({job_id}) is not stored"
+    assert job is not None, f"job {names[job_id]} ({job_id}) is not stored"
 
     def neutral(rows: list[dict[str, Any]], *columns: str) -> list[Any]:
-        return [_neutral([row[c] for c in columns], job_id, name) for row in rows]
+        return [_neutral([row[c] for c in columns], names) for row in rows]
 
     analysis = _rows(
         conn, "SELECT document, model, prompt_version FROM analyses WHERE job_id = %s", job_id
@@ -159,15 +169,16 @@ class Comparison:
     """How the run with faults differs from the fault-free run, job by job."""
 
     differing: dict[str, list[str]]  # name -> the parts that differ
+    details: dict[str, dict[str, list[str]]]  # name -> part -> [with faults, fault-free]
     cost_difference: dict[str, int]  # name -> faulted minus clean, micro-dollars
     extra_ledger_lines: dict[str, int]  # name -> lines the faulted run has beyond the clean
     missing: list[str]  # names the faulted run has no record of
 
     def report(self) -> dict[str, Any]:
         return {
-            "jobs_compared": None,  # filled by the caller, who knows the batch
             "jobs_differing": len(self.differing),
             "differing": self.differing,
+            "details": self.details,
             "max_abs_cost_difference_usd_micros": max(
                 (abs(d) for d in self.cost_difference.values()), default=0
             ),
@@ -177,8 +188,13 @@ class Comparison:
         }
 
 
-def compare(clean: dict[str, JobRecord], faulted: dict[str, JobRecord]) -> Comparison:
+def compare(
+    clean: dict[str, JobRecord], faulted: dict[str, JobRecord], ends_only: frozenset[str]
+) -> Comparison:
+    """Job by job; a job in ``ends_only`` (cancelled at a moment no two runs share) is
+    compared by how it ended, since how far it got before the cancel is timing."""
     differing: dict[str, list[str]] = {}
+    details: dict[str, dict[str, list[str]]] = {}
     cost_difference: dict[str, int] = {}
     extra_lines: dict[str, int] = {}
     for name, expected in clean.items():
@@ -186,12 +202,18 @@ def compare(clean: dict[str, JobRecord], faulted: dict[str, JobRecord]) -> Compa
         if actual is None:
             continue
         parts = actual.differences(expected)
+        if name in ends_only:
+            parts = [part for part in parts if part in ("status", "reason")]
+            if parts:
+                differing[name] = parts
+            continue
         if parts:
             differing[name] = parts
+            details[name] = {part: actual.first_difference(expected, part) for part in parts}
         cost_difference[name] = actual.cost_usd_micros - expected.cost_usd_micros
         surplus = Counter(map(json.dumps, actual.ledger)) - Counter(
             map(json.dumps, expected.ledger)
         )
         extra_lines[name] = sum(surplus.values())
     missing = sorted(set(clean) - set(faulted))
-    return Comparison(differing, cost_difference, extra_lines, missing)
+    return Comparison(differing, details, cost_difference, extra_lines, missing)

@@ -466,7 +466,7 @@ def _collect(
 ) -> RunResult:
     stack = run.stack
     accepted = [job for jobs in run.jobs_of.values() for job in jobs]
-    records = snapshot(stack.database_url, run.names)
+    records = snapshot(stack.database_url, run.names, str(stack.state_dir))
     batch_customers = {c: k for c, k in run.keys.items() if c in run.jobs_of}
     checks = {
         "I1": i1_nothing_lost(stack.database_url, accepted),

@@ -42,10 +42,16 @@ def jobs(run: RunResult) -> dict[str, Any]:
 
 
 def build(
-    profile: Profile, seed: int, clean: RunResult, faulted: RunResult, cases: int
+    profile: Profile,
+    seed: int,
+    clean: RunResult,
+    faulted: RunResult,
+    cases: int,
+    cancelled: frozenset[str],
 ) -> dict[str, Any]:
-    """The whole report of both runs of a batch with ``cases`` bad inputs."""
-    comparison = compare(clean.records, faulted.records)
+    """The whole report of both runs of a batch with ``cases`` bad inputs, of which the
+    ``cancelled`` ones are compared by how they ended only."""
+    comparison = compare(clean.records, faulted.records, cancelled)
     wrong_ends = {
         **{f"fault-free {name}": problem for name, problem in clean.wrong_ends.items()},
         **{f"with faults {name}": problem for name, problem in faulted.wrong_ends.items()},

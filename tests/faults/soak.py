@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shutil
@@ -27,6 +28,7 @@ from tests.faults.proxy import TcpProxy
 from tests.faults.report import build, summary
 from tests.faults.stack import StackPorts
 from tests.fixtures.network import Receiver
+from topics.admin import RDKAFKA_LOGGER
 from vidinsight.settings import get_settings
 
 SHORT = Profile(
@@ -100,6 +102,8 @@ def run_soak(profile: Profile, seed: int) -> dict[str, Any]:
     """Both runs and the report. The private stacks live under the state folder (PostgreSQL
     runs as its own user, which must reach its data directory; a private temporary folder
     would shut it out); a run that found violations leaves its logs there to read."""
+    # The harness's own Kafka readers see the broker restart on purpose: not news.
+    RDKAFKA_LOGGER.setLevel(logging.CRITICAL)
     state = get_settings().state_dir
     media_folder = state / "test-media" / "soak"
     work = state / "soak" / f"seed-{seed}-{os.getpid()}"
@@ -119,7 +123,8 @@ def run_soak(profile: Profile, seed: int) -> dict[str, Any]:
             faulted = execute(profile, seed, media, services, work / "with-faults", faulted=True)
         finally:
             receiver.close()
-    report = build(profile, seed, clean, faulted, len(media.cases))
+    cancelled = frozenset(case.name for case in media.cases if case.cancel)
+    report = build(profile, seed, clean, faulted, len(media.cases), cancelled)
     if report["violations"]:
         report["logs"] = str(work)
     else:
