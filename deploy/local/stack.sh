@@ -756,6 +756,7 @@ cmd_down() {
     for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
         stop_service "${SERVICES[$i]}"
     done
+    rm -f "$RUN_DIR/platform.prepared" # the next `up` checks the schema and topics again
 }
 
 # status_line SERVICE: "NAME STATE DETAILS"; returns 1 unless the service is healthy.

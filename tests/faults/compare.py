@@ -1,10 +1,13 @@
 """What a run left behind, per job, and how two runs of the same batch differ.
 
 A job is known by its name in the batch (its id differs between runs), so every stored
-value is rewritten with the name in place of the id. Timestamps are dropped: they differ
-between any two runs and say nothing about correctness. Everything else (the transcript,
-the scenes, the analysis, the insight document, the stage runs, the ledger) must be
-identical between the fault-free run and the run with faults.
+value is rewritten with the name in place of the id. A stage run is compared by its
+outcome and the topics it wrote: the messages themselves are Avro bytes that carry the
+job id, and what they say is compared where it is stored (transcripts, scenes, documents).
+Timestamps are dropped: they differ between any two runs and say nothing about
+correctness. Everything else (the transcript, the scenes, the analysis, the insight
+document, the stage runs, the ledger) must be identical between the fault-free run and
+the run with faults.
 """
 
 from __future__ import annotations
@@ -137,12 +140,18 @@ def _record(conn: psycopg.Connection[Any], job_id: str, names: dict[str, str]) -
         insights=neutral(insights, "document", "schema_version", "captions_vtt", "captions_srt"),
         stage_runs=sorted(
             neutral(
-                _rows(conn, "SELECT * FROM stage_runs WHERE job_id = %s", job_id),
+                _rows(
+                    conn,
+                    "SELECT stage, run_key, status, reason, ARRAY(SELECT o->>'topic'"
+                    " FROM jsonb_array_elements(outputs) o) AS output_topics"
+                    " FROM stage_runs WHERE job_id = %s",
+                    job_id,
+                ),
                 "stage",
                 "run_key",
                 "status",
                 "reason",
-                "outputs",
+                "output_topics",
             ),
             key=json.dumps,
         ),

@@ -219,7 +219,9 @@ class Injector:
         self.stack.restart(fault.target, TMPDIR=str(self.scratch))
 
         def restore() -> None:
-            self.stack.restart(fault.target)
-            subprocess.run(["umount", "-l", str(self.scratch)], check=True, capture_output=True)
+            try:
+                self.stack.restart(fault.target)
+            finally:
+                subprocess.run(["umount", "-l", str(self.scratch)], check=True, capture_output=True)
 
         return restore

@@ -67,6 +67,9 @@ class Profile:
     stall_bound_seconds: float
     job_timeout_seconds: float
     max_duration_seconds: int
+    # Settings beyond the defaults (the short profile shortens webhook retries so its
+    # silent receiver settles in seconds; the full one runs with the defaults).
+    settings: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(
         default_factory=lambda: {"ingest": 2, "preprocess": 2, "transcribe": 2, "analyse": 2}
     )
@@ -129,6 +132,7 @@ def platform_env(profile: Profile, services: Services) -> dict[str, str]:
         "VI_FETCH_ALLOWED_NETWORKS": "127.0.0.0/8",
         "VI_WEBHOOK_SECRETS_KEY": "soak-webhook-secrets-key",
         "VI_RESTART_MAX_DELAY_SECONDS": "5",
+        **profile.settings,
     }
 
 

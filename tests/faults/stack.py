@@ -199,7 +199,7 @@ class PrivateStack:
         lines: list[tuple[str, str]] = []
         for path in sorted(self.log_dir.glob("*.log*")):
             service = path.name.split(".log")[0]
-            if service in INFRASTRUCTURE or service.startswith("platform-setup"):
+            if service in (*INFRASTRUCTURE, "prometheus") or service == "platform-setup":
                 continue
             lines += [(service, line) for line in path.read_text(errors="replace").splitlines()]
         return lines

@@ -32,12 +32,25 @@ GATEWAY_METRICS_PORT=$((COSTS_METRICS_PORT + 1))
 stage_built() { [ -f "$REPO_ROOT/streams/$1.py" ]; }
 
 # Before the first platform process starts: the schema and the topics it needs, once.
+# Once they are in place for this checkout's migrations, catalogue and schemas (a
+# fingerprint kept in the run folder until `down`), starting or restarting one process
+# skips them: a worker restarted while the registry is down must not wait for it here.
 PLATFORM_PREPARED=0
+PLATFORM_PREPARED_FILE="$RUN_DIR/platform.prepared"
+platform_fingerprint() {
+    cat "$REPO_ROOT"/sinks/migrations/*.sql "$REPO_ROOT/topics/catalogue.py" "$REPO_ROOT"/schemas/*.avsc |
+        sha256sum | cut -d' ' -f1
+}
 prepare_platform() {
     [ "$PLATFORM_PREPARED" = 1 ] && return 0
     export_webhook_secrets_key
-    "$VI_BIN" db migrate >>"$LOG_DIR/platform-setup.log" 2>&1 || die "db migrate failed: see $LOG_DIR/platform-setup.log"
-    "$VI_BIN" topics apply >>"$LOG_DIR/platform-setup.log" 2>&1 || die "topics apply failed: see $LOG_DIR/platform-setup.log"
+    local fingerprint
+    fingerprint="$(platform_fingerprint)"
+    if [ "$(cat "$PLATFORM_PREPARED_FILE" 2>/dev/null)" != "$fingerprint" ]; then
+        "$VI_BIN" db migrate >>"$LOG_DIR/platform-setup.log" 2>&1 || die "db migrate failed: see $LOG_DIR/platform-setup.log"
+        "$VI_BIN" topics apply >>"$LOG_DIR/platform-setup.log" 2>&1 || die "topics apply failed: see $LOG_DIR/platform-setup.log"
+        printf '%s\n' "$fingerprint" >"$PLATFORM_PREPARED_FILE"
+    fi
     PLATFORM_PREPARED=1
 }
 
