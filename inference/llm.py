@@ -2,8 +2,9 @@
 
 Everything the old script got wrong about model calls is decided here, once: which
 model serves a task (configuration, with an ordered fallback list), whether the
-customer may spend more (an injected budget check), whether the answer is already
-known (a response cache in PostgreSQL, free the second time), how provider faults
+customer may spend more (an injected budget check), whether this job already has the
+answer (a response cache in PostgreSQL, scoped to the job: a redelivery reuses the
+answer and reports the paid calls again, never another job's), how provider faults
 are retried and classified (litellm's exceptions become the platform's transient
 reasons at this edge), whether the reply has the promised shape (validated against a
 pydantic schema, retried, then ``invalid_llm_output``), and what the call cost (one
@@ -21,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import litellm
@@ -31,7 +32,7 @@ from pydantic import BaseModel, ValidationError
 from inference.extractive import register_extractive_provider
 from inference.pricing import PriceBook, load_pricing
 from sinks.db import Pool, transaction
-from sinks.llm_cache import get_cached, put_cached
+from sinks.llm_cache import CachedAnswer, get_cached, put_cached
 from streams.runtime.metrics import measure_cpu
 from vidinsight.errors import (
     PermanentError,
@@ -156,11 +157,11 @@ def _complete_with(
     provider, model_name = split_model(model)
     prices.price(provider, model_name)  # an unpriced model is refused before it costs money
     parameters = _parameters(response_model, settings)
-    key = cache_key(model, messages, parameters)
+    key = cache_key(context, model, messages, parameters)
     cached = _cached_answer(pool, key)
     if cached is not None:
-        hit = _cache_hit_event(model, context, task, key)
-        return LLMResult(response_model.model_validate(cached), model, True, [hit])
+        value = response_model.model_validate(cached.response)
+        return LLMResult(value, model, True, cached.cost_events)
     events: list[dict[str, Any]] = []
     conversation = mark_cacheable_prefix(model, messages)
     for attempt in range(settings.llm_invalid_output_retries + 1):
@@ -186,7 +187,7 @@ def _complete_with(
             )
             conversation = [*conversation, *_correction(reply, exc)]
             continue
-        _store_answer(pool, key, model, value)
+        _store_answer(pool, key, model, value, events)
         return LLMResult(value, model, False, events)
     raise InvalidLLMOutputError(
         f"{model} gave no valid {response_model.__name__} for task {task!r} "
@@ -216,10 +217,22 @@ def _parameters(response_model: type[BaseModel], settings: Settings) -> dict[str
     }
 
 
-def cache_key(model: str, messages: Sequence[Message], parameters: dict[str, Any]) -> str:
-    """sha256 of model, messages and parameters: equal requests share one stored answer."""
+def cache_key(
+    context: LLMContext, model: str, messages: Sequence[Message], parameters: dict[str, Any]
+) -> str:
+    """sha256 of customer, job, stage, model, messages and parameters.
+
+    Only the same job's same call (a redelivery, a retry) finds its answer: another job,
+    of this customer or another, calls the model itself and is billed for it, so no
+    bill depends on which job happened to run first.
+    """
     canonical = json.dumps(
-        {"model": model, "messages": list(messages), "parameters": parameters},
+        {
+            "context": asdict(context),
+            "model": model,
+            "messages": list(messages),
+            "parameters": parameters,
+        },
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -227,20 +240,32 @@ def cache_key(model: str, messages: Sequence[Message], parameters: dict[str, Any
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def _cached_answer(pool: Pool | None, key: str) -> Any | None:
-    """The stored answer for ``key`` (None without a cache or a hit)."""
+def _cached_answer(pool: Pool | None, key: str) -> CachedAnswer | None:
+    """The stored answer for ``key`` and its paid calls (None without a cache or a hit)."""
     if pool is None:
         return None
     with transaction(pool) as conn:
         return get_cached(conn, key)
 
 
-def _store_answer(pool: Pool | None, key: str, model: str, value: BaseModel) -> None:
-    """Keep a validated answer; a concurrent first writer wins and that is fine."""
+def _store_answer(
+    pool: Pool | None,
+    key: str,
+    model: str,
+    value: BaseModel,
+    events: list[dict[str, Any]],
+) -> None:
+    """Keep a validated answer with the cost events of the calls that paid for it.
+
+    A delivery killed after this and before its cost events reach the ledger is retried;
+    the retry finds the answer and re-emits these events (same ids), so the job is billed
+    exactly as if nothing had failed. A concurrent first writer wins and that is fine:
+    its events carry the same deterministic ids.
+    """
     if pool is None:
         return
     with transaction(pool) as conn:
-        put_cached(conn, key, model, value.model_dump(mode="json"))
+        put_cached(conn, key, model, value.model_dump(mode="json"), events)
 
 
 def mark_cacheable_prefix(model: str, messages: list[Message]) -> list[Message]:
@@ -368,34 +393,6 @@ def _correction(reply: str, error: ValidationError) -> list[Message]:
     ]
 
 
-def _event_base(model: str, context: LLMContext, event_key: str) -> dict[str, Any]:
-    """The fields every LLM cost event shares; the id is derived from ``event_key``."""
-    provider, model_name = split_model(model)
-    return {
-        "event_id": str(uuid.uuid5(_EVENT_NAMESPACE, event_key)),
-        "customer_id": context.customer_id,
-        "job_id": context.job_id,
-        "stage": context.stage,
-        "provider": provider,
-        "model": model_name,
-        "input_tokens": 0,
-        "cached_tokens": 0,
-        "output_tokens": 0,
-        "occurred_at_ms": int(time.time() * 1000),
-    }
-
-
-def _cache_hit_event(model: str, context: LLMContext, task: str, key: str) -> dict[str, Any]:
-    """A zero-cost line for an answer served from the response cache.
-
-    The stage did its work for free, and the job's cost breakdown still shows it (one
-    request, $0) rather than leaving a stage out as if it had not run.
-    """
-    event = _event_base(model, context, f"{context.job_id}:{context.stage}:{task}:{key}:cached")
-    event.update(unit="requests", quantity=1.0, amount_usd_micros=0)
-    return event
-
-
 def _cost_event(
     model: str,
     response: Any,
@@ -412,16 +409,26 @@ def _cost_event(
     that makes the same call again produces the same event and is charged once.
     """
     provider, model_name = split_model(model)
-    event = _event_base(model, context, f"{context.job_id}:{context.stage}:{task}:{key}:{attempt}")
+    event_key = f"{context.job_id}:{context.stage}:{task}:{key}:{attempt}"
     input_tokens, cached_tokens, output_tokens = token_usage(response)
     usage = {
         "input_tokens": input_tokens,
         "cached_tokens": cached_tokens,
         "output_tokens": output_tokens,
     }
-    event.update(usage, unit="tokens", quantity=float(sum(usage.values())))
-    event["amount_usd_micros"] = prices.cost_usd_micros(provider, model_name, usage)
-    return event
+    return {
+        "event_id": str(uuid.uuid5(_EVENT_NAMESPACE, event_key)),
+        "customer_id": context.customer_id,
+        "job_id": context.job_id,
+        "stage": context.stage,
+        "provider": provider,
+        "model": model_name,
+        **usage,
+        "unit": "tokens",
+        "quantity": float(sum(usage.values())),
+        "amount_usd_micros": prices.cost_usd_micros(provider, model_name, usage),
+        "occurred_at_ms": int(time.time() * 1000),
+    }
 
 
 def token_usage(response: Any) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ asserted here are what a customer would be charged for those tokens.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +42,15 @@ class Verdict(BaseModel):
 
 @pytest.fixture
 def context() -> LLMContext:
-    """A fresh job, so cost event ids never collide across runs."""
+    """A fresh job, so cost event ids and response cache keys never collide across runs."""
     return LLMContext(customer_id=f"c-{uuid.uuid4()}", job_id=f"j-{uuid.uuid4()}", stage="analyse")
 
 
 @pytest.fixture
 def messages() -> list[dict[str, Any]]:
-    """A prompt no earlier run has sent, so the shared cache holds no answer for it."""
+    """A system prompt (the stable prefix) and the ask."""
     return [
-        {"role": "system", "content": f"Classify the transcript. run {uuid.uuid4()}"},
+        {"role": "system", "content": "Classify the transcript."},
         {"role": "user", "content": "Is this about budgets?"},
     ]
 
@@ -316,7 +317,7 @@ def test_switching_provider_is_configuration_only(
     assert b.cost_events[0]["amount_usd_micros"] == 50 * 1 + 20 * 2
 
 
-def test_repeated_request_is_served_from_the_cache_for_free(
+def test_the_same_jobs_call_again_reports_the_paid_calls_again(
     hosted: Settings,
     openai_server: OpenAIServer,
     context: LLMContext,
@@ -324,30 +325,67 @@ def test_repeated_request_is_served_from_the_cache_for_free(
     prices: PriceBook,
     db_pool: Pool,
 ) -> None:
-    openai_server.always(ScriptedReply(content=VALID, prompt_tokens=100, completion_tokens=10))
+    """A delivery killed after the answer was stored, before its costs reached the ledger:
+    the redelivery finds the answer and bills the same paid calls, under the same ids."""
+    openai_server.then(ScriptedReply(content="not JSON", prompt_tokens=100, completion_tokens=10))
+    openai_server.then(ScriptedReply(content=VALID, prompt_tokens=120, completion_tokens=10))
 
     first = complete(
         "classify", messages, Verdict, context, pool=db_pool, prices=prices, settings=hosted
     )
-    second = complete(
+    again = complete(
         "classify", messages, Verdict, context, pool=db_pool, prices=prices, settings=hosted
     )
 
-    assert len(openai_server.requests) == 1
-    assert first.cost_events[0]["amount_usd_micros"] > 0
-    assert second.cached
-    [hit] = second.cost_events
-    assert (hit["unit"], hit["quantity"], hit["amount_usd_micros"]) == ("requests", 1.0, 0)
-    assert hit["event_id"] != first.cost_events[0]["event_id"]
-    assert second.value == first.value
+    assert len(openai_server.requests) == 2  # the invalid reply and the valid one, once
+    assert not first.cached and again.cached
+    assert again.value == first.value
+    assert len(first.cost_events) == 2
+    assert all(event["amount_usd_micros"] > 0 for event in first.cost_events)
+    assert again.cost_events == first.cost_events
 
 
-def test_changed_prompt_is_not_served_from_the_cache(messages: list[dict[str, Any]]) -> None:
+def test_another_job_with_the_same_prompt_calls_the_model_and_pays(
+    hosted: Settings,
+    openai_server: OpenAIServer,
+    context: LLMContext,
+    messages: list[dict[str, Any]],
+    prices: PriceBook,
+    db_pool: Pool,
+) -> None:
+    """No answer, and no bill, is shared between jobs, nor between customers."""
+    openai_server.always(ScriptedReply(content=VALID, prompt_tokens=100, completion_tokens=10))
+    same_customer = replace(context, job_id=f"j-{uuid.uuid4()}")
+    other_customer = LLMContext(f"c-{uuid.uuid4()}", f"j-{uuid.uuid4()}", context.stage)
+    jobs = [context, same_customer, other_customer]
+
+    results = [
+        complete("classify", messages, Verdict, job, pool=db_pool, prices=prices, settings=hosted)
+        for job in jobs
+    ]
+
+    assert len(openai_server.requests) == len(jobs)
+    # 100 input tokens at $0.15/M and 10 output at $0.60/M, each job for its own call.
+    for job, result in zip(jobs, results, strict=True):
+        assert not result.cached
+        (event,) = result.cost_events
+        assert (event["customer_id"], event["job_id"]) == (job.customer_id, job.job_id)
+        assert event["amount_usd_micros"] == 15 + 6
+    assert len({result.cost_events[0]["event_id"] for result in results}) == len(jobs)
+
+
+def test_the_cache_key_covers_the_job_the_model_and_the_prompt(
+    context: LLMContext, messages: list[dict[str, Any]]
+) -> None:
     other = [messages[0], {"role": "user", "content": "Is this about hiring?"}]
     parameters = {"temperature": 0.0}
-    assert cache_key(HOSTED, messages, parameters) != cache_key(HOSTED, other, parameters)
-    assert cache_key(HOSTED, messages, parameters) != cache_key(SELF_HOSTED, messages, parameters)
-    assert cache_key(HOSTED, messages, parameters) == cache_key(HOSTED, messages, dict(parameters))
+    key = cache_key(context, HOSTED, messages, parameters)
+    assert key != cache_key(context, HOSTED, other, parameters)
+    assert key != cache_key(context, SELF_HOSTED, messages, parameters)
+    assert key != cache_key(replace(context, job_id="j-other"), HOSTED, messages, parameters)
+    assert key != cache_key(replace(context, customer_id="c-other"), HOSTED, messages, parameters)
+    assert key != cache_key(replace(context, stage="synthesise"), HOSTED, messages, parameters)
+    assert key == cache_key(context, HOSTED, messages, dict(parameters))
 
 
 def test_over_budget_is_rejected_before_any_call(

@@ -85,12 +85,16 @@ def test_rerunning_scene_detection_replaces_the_scenes(db: Connection) -> None:
     assert [(s["scene_index"], s["end_seconds"]) for s in stored] == [(0, 4.0), (1, 9.5)]
 
 
-def test_the_first_cached_response_wins_and_hits_are_counted(db: Connection) -> None:
+def test_the_first_cached_response_wins_with_its_costs_and_hits_are_counted(
+    db: Connection,
+) -> None:
     key = f"llm_{uuid.uuid4().hex}"
+    paid = [{"event_id": "e1", "amount_usd_micros": 21, "quantity": 110.0}]
     assert llm_cache.get_cached(db, key) is None
-    assert llm_cache.put_cached(db, key, "extractive", {"answer": 1})
-    assert not llm_cache.put_cached(db, key, "extractive", {"answer": 2})
-    assert llm_cache.get_cached(db, key) == {"answer": 1}
-    assert llm_cache.get_cached(db, key) == {"answer": 1}
+    assert llm_cache.put_cached(db, key, "extractive", {"answer": 1}, paid)
+    assert not llm_cache.put_cached(db, key, "extractive", {"answer": 2}, [])
+    first = llm_cache.CachedAnswer({"answer": 1}, paid)
+    assert llm_cache.get_cached(db, key) == first
+    assert llm_cache.get_cached(db, key) == first
     hits = db.execute("SELECT hits FROM llm_cache WHERE cache_key = %s", (key,)).fetchone()
     assert hits == {"hits": 2}
