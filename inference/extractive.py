@@ -31,8 +31,11 @@ from inference.insight_schema import (
     Sentiment,
     SentimentLabel,
 )
+from inference.litellm_logs import route_litellm_logs
 from inference.prompts.transcript import TranscriptText, parse_transcript
 from inference.prompts.windows import estimated_tokens
+
+route_litellm_logs()
 
 PROVIDER = "local"
 MODEL = "local/extractive"

@@ -56,8 +56,10 @@ _message_fields: ContextVar[dict[str, Any] | None] = ContextVar("message_fields"
 
 @contextmanager
 def message_context(**fields: Any) -> Iterator[None]:
-    """Every log line of this thread (or task) inside the block carries ``fields``."""
-    token = _message_fields.set({k: v for k, v in fields.items() if v is not None})
+    """Every log line of this thread (or task) inside the block carries ``fields``; one
+    that is None is written as null (a message that cannot be decoded has a job key but
+    no known customer, and its lines say so rather than leave the field out)."""
+    token = _message_fields.set(dict(fields))
     try:
         yield
     finally:
