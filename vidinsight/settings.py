@@ -82,7 +82,10 @@ class Settings(BaseSettings):
     transient_backoff_initial_seconds: float = 0.2
     transient_backoff_max_seconds: float = 10.0
     shutdown_grace_seconds: float = 30.0
-    stall_budget_seconds: float = 900.0
+    # A partition with lag, no message in hand and none arriving for this long is re-sought
+    # and resumed (librdkafka has left partitions paused or unfetched, as after a broker
+    # restart); time spent handling a message never counts.
+    stall_budget_seconds: float = 30.0
     producer_flush_timeout_seconds: float = 30.0
     metrics_port: int = 0  # 0: pick a free port per process
     # Loopback on one machine; a pod sets 0.0.0.0 so its probes and Prometheus reach it.

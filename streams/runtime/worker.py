@@ -307,7 +307,9 @@ class StageWorker:
             if lag is None:
                 continue
             metrics.CONSUMER_LAG.labels(self.stage.name, state.key[0], str(state.key[1])).set(lag)
-            if lag == 0:
+            if lag == 0 or state.busy or state.pending:
+                # Nothing to do, or work in hand (a long handler is the deadline's business):
+                # a stall is lag that no message of ours is arriving for.
                 state.last_progress = now
             elif now - state.last_progress > self.settings.stall_budget_seconds:
                 self._recover_stall(state, lag, now)
@@ -330,8 +332,8 @@ class StageWorker:
             extra={**self._labels, "partition": state.key[1], "reason": Reason.PARTITION_STALLED},
         )
         state.last_progress = now
-        if state.busy or state.pending or state.committed is None:
-            return  # a handler is still running: reported, not touched
+        if state.committed is None:
+            return
         self.consumer.seek(TopicPartition(state.key[0], state.key[1], state.committed))
         self.consumer.resume([state.tp])
 

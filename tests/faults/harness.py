@@ -44,6 +44,7 @@ from tests.faults.llm_server import LlmServer
 from tests.faults.proxy import TcpProxy
 from tests.faults.stack import PrivateStack, StackPorts
 from tests.fixtures.network import Receiver
+from topics.catalogue import COSTS_TOPIC
 from vidinsight.settings import Settings
 
 T = TypeVar("T")
@@ -189,6 +190,7 @@ class Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     started: float = 0.0
     cases: dict[str, tuple[bad_inputs.BadCase, str, str]] = field(default_factory=dict)
+    cost_garbage: int = 0
     refused: dict[str, bad_inputs.Refused] = field(default_factory=dict)
 
     def client(self, customer: str) -> httpx.Client:
@@ -428,6 +430,9 @@ def _drive(run: Run, began: float) -> RunResult:
             threads.append(_thread(run, "burst", lambda: results.append(burst(run, burst_at))))
         threads.append(_thread(run, "batch", lambda: submit_batch(run, customers)))
         garbage = bad_inputs.inject_garbage(stack.kafka_bootstrap, bad_inputs.garbage_topics())
+        # The cost aggregator counts and skips what it cannot decode (no dead-letter
+        # topic): its lag returning to zero and the ledger's sums (I5) are the proof.
+        run.cost_garbage = len(bad_inputs.inject_garbage(stack.kafka_bootstrap, [COSTS_TOPIC]))
         for thread in threads:
             thread.join()
         if injector is not None:
@@ -500,6 +505,7 @@ def _collect(
         faults=faults,
         harness_errors=run.errors,
         garbage={
+            "injected_on_the_costs_topic": run.cost_garbage,
             "injected": len(garbage),
             "dead_lettered": len(found),
             "missing": [list(g) for g in garbage if g not in found],

@@ -70,3 +70,33 @@ def test_a_partition_left_paused_is_reported_and_recovered(
         worker.stop()
         runner.join(30)
     assert not runner.is_alive()
+
+
+def test_a_handler_longer_than_the_budget_is_no_stall(
+    echo_pipeline: EchoPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Time in a handler never counts: only lag with nothing in hand and nothing arriving
+    is a stall, so a budget far shorter than a long job raises no false alarm."""
+    for name, value in echo_pipeline.env.items():
+        if name.startswith("ECHO_"):
+            monkeypatch.setenv(name, value)
+    settings = echo_pipeline.settings.model_copy(
+        update={"stall_budget_seconds": 1.0, "stall_check_interval_seconds": 0.2}
+    )
+    worker = build_worker(echo_stage.from_env(), settings)
+    runner = threading.Thread(target=worker.run, daemon=True)
+    runner.start()
+    try:
+        stalls_before = metrics.STALLS.labels("echo")._value.get()
+        [slow] = new_job_ids(1)
+        behind = [j for j in new_job_ids(40) if _partition(j) == _partition(slow)][:2]
+        echo_pipeline.submit(slow, sleep_seconds="4")
+        for job_id in behind:
+            echo_pipeline.submit(job_id)
+        statuses = echo_pipeline.wait_finished([slow, *behind], timeout=30)
+        assert set(statuses.values()) == {"succeeded"}
+        assert metrics.STALLS.labels("echo")._value.get() == stalls_before
+    finally:
+        worker.stop()
+        runner.join(30)
+    assert not runner.is_alive()
