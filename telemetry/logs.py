@@ -19,6 +19,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from telemetry.redaction import redact
+from vidinsight.errors import Reason
 
 # Fields a caller may attach with ``extra=``; anything else on the record is ignored.
 CONTEXT_FIELDS = (
@@ -106,6 +107,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(_scrub(line), default=str)
 
 
+class DependencyReasons(logging.Filter):
+    """Gives a library's warnings about its connection a reason code (invariant I4: every
+    failure carries one): a pool discarding a connection PostgreSQL closed is the
+    database going away, librdkafka losing a broker is the broker going away."""
+
+    REASONS = {
+        "psycopg.pool": Reason.DATABASE_UNAVAILABLE.value,
+        "librdkafka": Reason.BROKER_UNAVAILABLE.value,
+    }
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        reason = self.REASONS.get(record.name)
+        if reason and record.levelno >= logging.WARNING and not getattr(record, "reason", None):
+            record.reason = reason
+        return True
+
+
 def configure(level: str = "INFO") -> None:
     """Route every logger of the process to stderr as JSON lines (idempotent)."""
     root = logging.getLogger()
@@ -113,6 +131,7 @@ def configure(level: str = "INFO") -> None:
         root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(DependencyReasons())
     root.addHandler(handler)
     root.setLevel(level.upper())
     for noisy in ("httpx", "httpcore", "urllib3"):

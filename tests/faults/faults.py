@@ -1,9 +1,9 @@
-"""Faults at random times: the schedule a seed makes, and the thread that injects it.
+"""Faults at random times: the schedule a seed makes, and the threads that inject it.
 
 Every fault is drawn from one ``random.Random(seed)``, so a report's seed gives back the
-same kinds, targets and times. One thread applies them in time order (a fault that takes
-long, such as a broker restart, delays the ones after it; the report keeps the real
-times). Faults with a length are undone by the same thread when their time is up.
+same kinds, targets and times. Each fault runs on a thread of its own at its time and,
+if it has a length, is undone by that thread when its time is up; restarts through the
+stack script wait for its lock, so the report keeps the times as they really were.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ def schedule(plan: FaultPlan, seed: int, workers: list[str]) -> list[Fault]:
 
 @dataclass
 class Injector:
-    """Applies a schedule against a running stack in a thread of its own."""
+    """Applies a schedule against a running stack: each fault on a thread of its own, at its
+    time (restarts through the stack script still take its lock one at a time)."""
 
     stack: PrivateStack
     llm: LlmServer
@@ -109,55 +110,40 @@ class Injector:
     plan: FaultPlan
     started: float = field(default_factory=time.monotonic)
     errors: list[str] = field(default_factory=list)
-    _undo: list[tuple[float, Fault, Callable[[], None]]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> None:
         self.started = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="faults", daemon=True)
-        self._thread.start()
+        for fault in self.faults:
+            thread = threading.Thread(
+                target=self._run, args=(fault,), name=f"fault-{fault.kind}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
 
     def join(self, timeout: float) -> None:
-        """Wait for every fault to be applied and undone (or stop early on ``timeout``)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                self._stop.set()
-                self._thread.join(120)
+        """Wait for every fault to be applied and undone; past ``timeout``, cut the waits
+        short (what was applied is still undone)."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(120)
 
     def now(self) -> float:
         return time.monotonic() - self.started
 
-    def _run(self) -> None:
-        pending = list(self.faults)
-        while (pending or self._undo) and not self._stop.is_set():
-            next_apply = pending[0].at if pending else float("inf")
-            next_undo = min((at for at, _, _ in self._undo), default=float("inf"))
-            self._stop.wait(max(0.0, min(next_apply, next_undo) - self.now()))
-            if next_undo <= next_apply:
-                self._undo_due()
-            elif pending and self.now() >= pending[0].at:
-                self._apply(pending.pop(0))
-        for _, fault, undo in self._undo:  # stopped early: leave nothing broken
-            self._guarded(fault, undo)
-            fault.ended = self.now()
-
-    def _undo_due(self) -> None:
-        due = [entry for entry in self._undo if entry[0] <= self.now()]
-        for entry in due:
-            self._undo.remove(entry)
-            _, fault, undo = entry
-            self._guarded(fault, undo)
-            fault.ended = self.now()
-
-    def _apply(self, fault: Fault) -> None:
+    def _run(self, fault: Fault) -> None:
+        if self._stop.wait(max(0.0, fault.at - self.now())):
+            return
         fault.began = self.now()
         undo = self._guarded(fault, lambda: getattr(self, f"_{fault.kind}")(fault))
         if callable(undo):
-            self._undo.append((self.now() + fault.seconds, fault, undo))
-        else:
-            fault.ended = self.now()
+            self._stop.wait(fault.seconds)
+            self._guarded(fault, undo)
+        fault.ended = self.now()
 
     def _guarded(self, fault: Fault, action: Callable[[], Any]) -> Any:
         """A fault the harness could not inject is a harness error, reported, not raised."""

@@ -118,6 +118,7 @@ class RunResult:
     waits: dict[str, float] = field(default_factory=dict)
     recovery: list[dict[str, Any]] = field(default_factory=list)
     wrong_ends: dict[str, str] = field(default_factory=dict)  # bad input -> what is wrong
+    burst_wait: float = 0.0
 
 
 def platform_env(profile: Profile, services: Services) -> dict[str, str]:
@@ -191,6 +192,7 @@ class Run:
     started: float = 0.0
     cases: dict[str, tuple[bad_inputs.BadCase, str, str]] = field(default_factory=dict)
     cost_garbage: int = 0
+    burst_wait: float = 0.0  # seconds the burst waited for a restarting gateway
     refused: dict[str, bad_inputs.Refused] = field(default_factory=dict)
 
     def client(self, customer: str) -> httpx.Client:
@@ -295,6 +297,9 @@ def burst(run: Run, at: float) -> BurstTally:
             )
         templates.append((customer, run.keys[customer], {"upload_id": upload}))
     time.sleep(max(0.0, at - run.now()))
+    # A gateway killed just before is restarting: with one replica its port refuses
+    # connections meanwhile, which no load balancer in front of several would show.
+    run.burst_wait = wait_serving(run.stack.gateway_url, timeout=120)
     tally = fire_burst(
         run.stack.gateway_url,
         templates,
@@ -304,6 +309,19 @@ def burst(run: Run, at: float) -> BurstTally:
     for customer, job_id in tally.accepted:
         run.accept(customer, job_id, None)
     return tally
+
+
+def wait_serving(gateway_url: str, timeout: float) -> float:
+    """Seconds until the gateway answers /healthz (it may be restarting after a kill)."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        try:
+            if httpx.get(f"{gateway_url}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return round(time.monotonic() - began, 1)
 
 
 def wait_ended(run: Run, timeout: float) -> None:
@@ -512,6 +530,7 @@ def _collect(
         },
         webhooks=webhook_duplicates(run.services.receiver),
         wrong_ends=wrong_ends,
+        burst_wait=run.burst_wait,
         waits=job_waits(stack.database_url, accepted),
         recovery=recovery_times(faults, lag.series(since=run.started)),
     )

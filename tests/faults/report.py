@@ -64,7 +64,11 @@ def build(
         "runs": {"fault_free_seconds": clean.seconds, "with_faults_seconds": faulted.seconds},
         "jobs": jobs(faulted),
         "bad_inputs": {"cases": cases, "ended_wrong": wrong_ends},
-        "burst": faulted.burst.report() if faulted.burst else None,
+        "burst": (
+            {**faulted.burst.report(), "waited_for_the_gateway_seconds": faulted.burst_wait}
+            if faulted.burst
+            else None
+        ),
         "faults": [fault.report() for fault in faulted.faults],
         "faults_by_kind": dict(Counter(fault.kind for fault in faulted.faults)),
         "invariants": invariants(clean, faulted, comparison.report()),
