@@ -60,11 +60,11 @@ SHORT = Profile(
 
 FULL = Profile(
     name="full",
-    lengths=[5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 450, 600],
+    lengths=[5, 10, 20, 45, 90, 180, 300, 600],
     customers=4,
-    submit_seconds=120,
+    submit_seconds=90,
     plan=FaultPlan(
-        window=(10, 330),
+        window=(10, 270),
         worker_kills=20,
         registry_down_seconds=30,
         llm_errors_seconds=60,
