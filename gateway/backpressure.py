@@ -40,9 +40,10 @@ class LagMonitor:
         self._offsets_reader = offsets_reader(
             settings.kafka_bootstrap, group, "vidinsight-gateway-lag"
         )
-        # Measured once before the first request, so a gateway that starts into a backlog
-        # sheds from its first answer; from then on only the background thread measures.
-        self._value: int | None = self._measure()
+        # Measured by the background thread alone, the first time at once: start-up never
+        # waits for the broker (the outbox takes jobs while it is down), and a gateway
+        # that starts into a backlog sheds from the first answer after that measurement.
+        self._value: int | None = None
         self._stopped = threading.Event()
         self._refresher = threading.Thread(target=self._refresh, name="lag-monitor", daemon=True)
         self._refresher.start()
@@ -53,11 +54,13 @@ class LagMonitor:
         return self._value
 
     def _refresh(self) -> None:
-        while not self._stopped.wait(self._ttl):
+        wait = 0.0
+        while not self._stopped.wait(wait):
             with self._lock:
                 if self._stopped.is_set():
                     return
                 self._value = self._measure()
+            wait = self._ttl
 
     def _measure(self) -> int | None:
         try:

@@ -2,9 +2,12 @@
 
 ``/readyz`` is unauthenticated and polled by orchestrators and load balancers; probing
 the three dependencies per request would let anyone turn requests into database, broker
-and registry calls. The probes run once at start-up and then every
-``VI_GATEWAY_READINESS_INTERVAL_SECONDS`` on a thread; ``/readyz`` answers from the last
-round.
+and registry calls. The probes run on a thread of their own, the first round as soon as
+the gateway starts and then every ``VI_GATEWAY_READINESS_INTERVAL_SECONDS``; ``/readyz``
+answers from the last round. Start-up never waits for a round: a probe of a dependency
+that is down takes its whole timeout, and the gateway must accept requests meanwhile (a
+job waits in the outbox until Kafka is back). Until the first round ends, ``/readyz``
+says the probes are starting.
 """
 
 from __future__ import annotations
@@ -41,22 +44,25 @@ class Readiness:
     def __init__(self, ctx: GatewayContext) -> None:
         self._ctx = ctx
         interval = ctx.settings.gateway_readiness_interval_seconds
-        self._periodic = Periodic("readiness", interval, self.check, first_after=interval)
+        self._periodic = Periodic("readiness", interval, self.check)
         self.rounds = 0  # rounds of probes run (a burst of /readyz must not move it)
-        self.last = Checks({}, 0.0)
+        self.last: Checks | None = None  # None until the first round has ended
         # Past this age the last round says nothing: the probing thread is stuck or dead.
         self._stale_after = 3 * interval + 3 * PROBE_TIMEOUT_SECONDS
 
     def current(self) -> Checks:
-        """The last round, or a failed ``probes`` check once it is too old to trust."""
-        age = time.time() - self.last.checked_at
+        """The last round, or a failed ``probes`` check: none has ended yet, or the last
+        is too old to trust."""
+        last = self.last
+        if last is None:
+            return Checks({"probes": "starting"}, 0.0)
+        age = time.time() - last.checked_at
         if age <= self._stale_after:
-            return self.last
-        return Checks({"probes": f"stale (last round {age:.0f} s ago)"}, self.last.checked_at)
+            return last
+        return Checks({"probes": f"stale (last round {age:.0f} s ago)"}, last.checked_at)
 
     def start(self) -> None:
-        """Probe once, so the first /readyz has an answer, then keep probing."""
-        self.check()
+        """Start probing on the thread, the first round at once; never wait for it here."""
         self._periodic.start()
 
     def stop(self) -> None:
@@ -69,8 +75,8 @@ class Readiness:
             "kafka": _check_kafka(self._ctx),
             "registry": _check_registry(self._ctx),
         }
-        self.rounds += 1
         self.last = Checks(results, time.time())
+        self.rounds += 1  # after ``last``: a waiter that sees the round sees its results
 
 
 def _check_postgres(ctx: GatewayContext) -> str:

@@ -71,6 +71,24 @@ class RunningGateway:
         assert isinstance(app, FastAPI)
         return app
 
+    def wait_lag(self, until: Callable[[int], bool], timeout: float = 30) -> None:
+        """Wait until the backpressure monitor's figure satisfies ``until``: it measures on
+        its own thread (start-up does not wait for the broker)."""
+        lag = self.app.state.context.lag
+        deadline = time.monotonic() + timeout
+        while (value := lag.lag()) is None or not until(value):
+            assert time.monotonic() < deadline, f"lag still {value} after {timeout} s"
+            time.sleep(0.02)
+
+    def wait_probed(self, timeout: float = 30) -> None:
+        """Wait until the readiness probes have ended their first round: start-up does not
+        wait for it, and ``/readyz`` says "starting" until then."""
+        readiness = self.app.state.readiness
+        deadline = time.monotonic() + timeout
+        while readiness.rounds < 1:
+            assert time.monotonic() < deadline, f"no round of readiness probes within {timeout} s"
+            time.sleep(0.02)
+
 
 def make_jobs_topic(settings: Settings) -> str:
     """A JobRequested topic of this test's own."""

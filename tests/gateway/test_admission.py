@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from confluent_kafka import Consumer, TopicPartition
@@ -56,6 +55,7 @@ def test_consumer_lag_beyond_the_bound_is_503_until_the_stage_catches_up(
         gateway_lag_cache_seconds=0.2,
         gateway_backpressure_retry_after_seconds=11,
     )
+    gateway.wait_lag(lambda lag: lag == 3)  # the backlog is measured
     with gateway.client(customer) as client:
         shed = client.post("/v1/jobs", json=BODY)
         assert shed.status_code == 503, shed.text
@@ -64,7 +64,7 @@ def test_consumer_lag_beyond_the_bound_is_503_until_the_stage_catches_up(
         assert client.get("/v1/jobs").json()["jobs"] == []
 
         _commit(settings, group, topic, offset=3)  # the first stage caught up
-        time.sleep(0.3)
+        gateway.wait_lag(lambda lag: lag == 0)
         accepted = client.post("/v1/jobs", json=BODY)
     assert accepted.status_code == 202, accepted.text
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from gateway.readiness import PROBE_TIMEOUT_SECONDS
 from sinks.customers import revoke_key
 from sinks.db import Pool, transaction
 from tests.gateway.conftest import (
@@ -101,6 +102,7 @@ def test_invalid_firebase_tokens_are_401(
 
 
 def test_probes_and_metrics(gateway: RunningGateway, customer: Customer) -> None:
+    gateway.wait_probed()
     with gateway.client() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
@@ -122,11 +124,39 @@ def test_readyz_is_503_when_the_registry_is_unreachable(
 ) -> None:
     dead = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
     running = gateway_factory(registry_url=dead, gateway_jobs_topic="unused.jobs.requested")
+    running.wait_probed()
     with running.client() as client:
         answer = client.get("/readyz")
     assert answer.status_code == 503
     assert answer.json()["error"]["reason"] == "registry_unavailable"
     assert answer.headers["retry-after"] == "5"
+
+
+def test_start_up_does_not_wait_for_an_unreachable_kafka(
+    gateway_factory: GatewayFactory,
+) -> None:
+    """A gateway restarted while the broker is down serves at once (jobs wait in the
+    outbox): start-up never waits for a readiness probe, which takes its whole timeout
+    against a dependency that is down."""
+    closed = f"127.0.0.1:{free_port()}"
+    began = time.monotonic()
+    running = gateway_factory(kafka_bootstrap=closed, gateway_jobs_topic="unused.jobs.requested")
+    started_in = time.monotonic() - began
+    with running.client() as client:
+        alive = client.get("/healthz")
+        starting = client.get("/readyz")
+        answered_in = time.monotonic() - began
+        running.wait_probed()
+        probed = client.get("/readyz")
+    assert started_in < PROBE_TIMEOUT_SECONDS / 2
+    # The first round's Kafka probe alone takes PROBE_TIMEOUT_SECONDS, so it has not ended.
+    assert answered_in < PROBE_TIMEOUT_SECONDS
+    assert alive.status_code == 200
+    assert starting.status_code == 503
+    assert starting.json()["error"]["message"] == "not ready: probes: starting"
+    assert probed.status_code == 503
+    assert probed.json()["error"]["reason"] == "broker_unavailable"
+    assert "kafka: unreachable" in probed.json()["error"]["message"]
 
 
 def test_unknown_route_uses_the_error_shape(gateway: RunningGateway) -> None:
@@ -185,6 +215,7 @@ def test_readyz_refuses_once_its_background_probes_stop(gateway_factory: Gateway
     """A probing thread that died or hangs must not leave /readyz answering its last
     "ready" for ever."""
     gateway = gateway_factory(gateway_readiness_interval_seconds=0.5)
+    gateway.wait_probed()
     gateway.app.state.readiness.stop()
     deadline = time.monotonic() + 60
     with gateway.client() as client:
