@@ -305,6 +305,9 @@ def burst(run: Run, at: float) -> BurstTally:
         templates,
         total=run.profile.burst_requests,
         window_seconds=run.profile.burst_seconds,
+        # One connection per request: all are sent within the window however slowly the
+        # gateway answers (a cap would hold later requests back until earlier ones end).
+        max_concurrency=run.profile.burst_requests,
     )
     for customer, job_id in tally.accepted:
         run.accept(customer, job_id, None)
