@@ -189,8 +189,10 @@ class Injector:
         self.proxy.set_latency(self.plan.latency_ms / 1000)
         return lambda: self.proxy.set_latency(0.0)
 
-    def _broker_cut(self, fault: Fault) -> None:
+    def _broker_cut(self, fault: Fault) -> Callable[[], None]:
+        """The proxy reopens by itself; waiting out the cut dates its end in the report."""
         self.proxy.cut(fault.seconds)
+        return lambda: None
 
     def _disk_full(self, fault: Fault) -> Callable[[], None]:
         """The worker starts again with its scratch space on a small tmpfs, filled up."""
