@@ -12,6 +12,7 @@ from confluent_kafka import Consumer
 
 from streams.runtime import metrics
 from streams.runtime.runner import build_worker
+from streams.runtime.worker import StageWorker
 from tests.fixtures.workers import EchoPipeline, new_job_ids
 from tests.streams.runtime import echo_stage
 
@@ -40,16 +41,24 @@ def _partition(job_id: str) -> int:
     return zlib.crc32(job_id.encode()) % PARTITIONS
 
 
-def test_a_partition_left_paused_is_reported_and_recovered(
-    echo_pipeline: EchoPipeline, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _echo_worker(
+    echo_pipeline: EchoPipeline, monkeypatch: pytest.MonkeyPatch, budget: float, interval: float
+) -> StageWorker:
+    """An echo worker in this process (so a test can reach its consumer and metrics) with
+    a stall budget and check interval of the test's own."""
     for name, value in echo_pipeline.env.items():
         if name.startswith("ECHO_"):
             monkeypatch.setenv(name, value)
     settings = echo_pipeline.settings.model_copy(
-        update={"stall_budget_seconds": 3.0, "stall_check_interval_seconds": 0.5}
+        update={"stall_budget_seconds": budget, "stall_check_interval_seconds": interval}
     )
-    worker = build_worker(echo_stage.from_env(), settings)
+    return build_worker(echo_stage.from_env(), settings)
+
+
+def test_a_partition_left_paused_is_reported_and_recovered(
+    echo_pipeline: EchoPipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = _echo_worker(echo_pipeline, monkeypatch, budget=3.0, interval=0.5)
     forgetful = ForgetfulConsumer(worker.consumer)
     worker.consumer = cast(Consumer, forgetful)
     runner = threading.Thread(target=worker.run, daemon=True)
@@ -77,13 +86,7 @@ def test_a_handler_longer_than_the_budget_is_no_stall(
 ) -> None:
     """Time in a handler never counts: only lag with nothing in hand and nothing arriving
     is a stall, so a budget far shorter than a long job raises no false alarm."""
-    for name, value in echo_pipeline.env.items():
-        if name.startswith("ECHO_"):
-            monkeypatch.setenv(name, value)
-    settings = echo_pipeline.settings.model_copy(
-        update={"stall_budget_seconds": 1.0, "stall_check_interval_seconds": 0.2}
-    )
-    worker = build_worker(echo_stage.from_env(), settings)
+    worker = _echo_worker(echo_pipeline, monkeypatch, budget=1.0, interval=0.2)
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
     try:
