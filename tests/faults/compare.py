@@ -2,8 +2,10 @@
 
 A job is known by its name in the batch (its id differs between runs), so every stored
 value is rewritten with the name in place of the id. A stage run is compared by its
-outcome and the topics it wrote: the messages themselves are Avro bytes that carry the
-job id, and what they say is compared where it is stored (transcripts, scenes, documents).
+outcome; what a job's runs wrote, by how many messages each stage wrote to each topic (the
+chunk that lands last announces the transcript, and which chunk that is, is timing); the
+messages themselves are Avro bytes that carry the job id, and what they say is compared
+where it is stored (transcripts, scenes, documents).
 Timestamps are dropped: they differ between any two runs and say nothing about
 correctness. Everything else (the transcript, the scenes, the analysis, the insight
 document, the stage runs, the ledger) must be identical between the fault-free run and
@@ -32,6 +34,7 @@ class JobRecord:
     analysis: Any
     insights: Any
     stage_runs: list[Any]
+    outputs: list[Any]  # messages written, by stage and topic, over all the job's runs
     ledger: list[Any]
 
     @property
@@ -58,6 +61,7 @@ class JobRecord:
                 "analysis",
                 "insights",
                 "stage_runs",
+                "outputs",
                 "ledger",
             )
             if getattr(self, part) != getattr(other, part)
@@ -140,20 +144,25 @@ def _record(conn: psycopg.Connection[Any], job_id: str, names: dict[str, str]) -
         insights=neutral(insights, "document", "schema_version", "captions_vtt", "captions_srt"),
         stage_runs=sorted(
             neutral(
-                _rows(
-                    conn,
-                    "SELECT stage, run_key, status, reason, ARRAY(SELECT o->>'topic'"
-                    " FROM jsonb_array_elements(outputs) o) AS output_topics"
-                    " FROM stage_runs WHERE job_id = %s",
-                    job_id,
-                ),
+                _rows(conn, "SELECT * FROM stage_runs WHERE job_id = %s", job_id),
                 "stage",
                 "run_key",
                 "status",
                 "reason",
-                "output_topics",
             ),
             key=json.dumps,
+        ),
+        outputs=neutral(
+            _rows(
+                conn,
+                "SELECT r.stage, o->>'topic' AS topic, count(*) AS messages FROM stage_runs r,"
+                " jsonb_array_elements(r.outputs) o WHERE r.job_id = %s"
+                " GROUP BY 1, 2 ORDER BY 1, 2",
+                job_id,
+            ),
+            "stage",
+            "topic",
+            "messages",
         ),
         ledger=sorted(
             neutral(

@@ -309,6 +309,23 @@ def test_burst_sends_within_the_window_and_tallies_every_answer() -> None:
     ]
 
 
+def test_a_burst_split_over_processes_sends_within_one_window_and_merges_its_tally() -> None:
+    gateway = FakeGateway()
+    templates = [
+        (f"customer-{n}", f"key{n}", {"source_url": "http://example.test/v.mp4"}) for n in range(3)
+    ]
+    try:
+        tally = fire_burst(gateway.url, templates, total=100, window_seconds=1.0, processes=2)
+    finally:
+        gateway.close()
+    assert sum(tally.statuses.values()) == 100 and not tally.dropped
+    assert len(set(gateway.idempotency_keys)) == 100
+    assert len(tally.accepted) == tally.statuses[202] > 0
+    for customer, job_id in tally.accepted:
+        assert job_id.startswith(f"key{customer.removeprefix('customer-')}-")
+    assert tally.send_seconds <= 1.5  # both halves paced over the same second
+
+
 def test_burst_counts_refused_connections_as_dropped() -> None:
     template = ("customer", "key", {"upload_id": "u1"})
     tally = fire_burst(f"http://127.0.0.1:{free_port()}", [template], 5, window_seconds=0.1)
