@@ -51,7 +51,7 @@ T = TypeVar("T")
 LLM_MODEL = "openai/gpt-4o-mini"  # priced from the pricing file; served by the soak's server
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Processes sending a burst (one event loop falls behind on CPUs the platform keeps busy).
-BURST_PROCESSES = 4
+BURST_PROCESSES = 8
 
 
 @dataclass(frozen=True)
