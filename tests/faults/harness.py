@@ -156,16 +156,21 @@ def retrying(action: Callable[[], T], deadline: float) -> T:
         time.sleep(wait)
 
 
-def submit_video(client: httpx.Client, video: Path, key: str, extra: dict[str, Any]) -> str:
-    """Upload ``video`` and submit it once, whatever the gateway does meanwhile."""
-    deadline = time.monotonic() + 300
+def upload_video(client: httpx.Client, video: Path, deadline: float) -> str:
+    """Upload ``video`` (again after a dropped connection); its upload id."""
 
     def upload() -> str:
         with video.open("rb") as body:
             answer = client.post("/v1/uploads", content=body, headers={"Content-Type": "video/mp4"})
         return str(answer.raise_for_status().json()["upload_id"])
 
-    upload_id = retrying(upload, deadline)
+    return retrying(upload, deadline)
+
+
+def submit_video(client: httpx.Client, video: Path, key: str, extra: dict[str, Any]) -> str:
+    """Upload ``video`` and submit it once, whatever the gateway does meanwhile."""
+    deadline = time.monotonic() + 300
+    upload_id = upload_video(client, video, deadline)
 
     def submit() -> str:
         answer = client.post(
@@ -216,6 +221,12 @@ class Run:
                 self.keys[customer] = key
                 made.append(customer)
         return made
+
+    @property
+    def accepted(self) -> list[str]:
+        """Every job the gateway accepted in this run, of every customer."""
+        with self.lock:
+            return [job for jobs in self.jobs_of.values() for job in jobs]
 
     def accept(self, customer: str, job_id: str, name: str | None) -> None:
         with self.lock:
@@ -285,18 +296,7 @@ def burst(run: Run, at: float) -> BurstTally:
     templates = []
     for customer in customers:
         with run.client(customer) as client:
-            upload = retrying(
-                lambda client=client: str(  # type: ignore[misc]
-                    client.post(
-                        "/v1/uploads",
-                        content=run.media.burst_video.read_bytes(),
-                        headers={"Content-Type": "video/mp4"},
-                    )
-                    .raise_for_status()
-                    .json()["upload_id"]
-                ),
-                time.monotonic() + 300,
-            )
+            upload = upload_video(client, run.media.burst_video, time.monotonic() + 300)
         templates.append((customer, run.keys[customer], {"upload_id": upload}))
     time.sleep(max(0.0, at - run.now()))
     # A gateway killed just before is restarting: with one replica its port refuses
@@ -335,7 +335,7 @@ def wait_ended(run: Run, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(run.stack.database_url, autocommit=True) as conn:
         while time.monotonic() < deadline:
-            ids = [job for jobs in run.jobs_of.values() for job in jobs]
+            ids = run.accepted
             row = conn.execute(
                 "SELECT count(*) FROM jobs WHERE job_id = ANY(%s)"
                 " AND status NOT IN ('completed', 'failed', 'cancelled')",
@@ -498,7 +498,7 @@ def _collect(
     garbage: list[tuple[str, int, int]],
 ) -> RunResult:
     stack = run.stack
-    accepted = [job for jobs in run.jobs_of.values() for job in jobs]
+    accepted = run.accepted
     records = snapshot(stack.database_url, run.names, str(stack.state_dir))
     batch_customers = {c: k for c, k in run.keys.items() if c in run.jobs_of}
     checks = {

@@ -6,6 +6,7 @@ the soak passes only when no check found a violation.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,12 +15,18 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from tests.faults.stack import json_or_none
-
 ENDED = ("completed", "failed", "cancelled")
 # The supervisor's own lines in a service's log (deploy/local/supervise.sh), not the service's.
 SUPERVISOR_LINE = "=== "
 JOB_FIELDS = ("job_id", "customer_id", "stage", "attempt")
+
+
+def json_or_none(line: str) -> dict[str, object] | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
 
 
 @dataclass

@@ -12,7 +12,6 @@ checkout's own state folder, so a private stack downloads nothing twice.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.fixtures.network import free_port
+from tests.fixtures.platform import supervised_child
 from vidinsight.settings import REPO_ROOT
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
@@ -155,16 +155,7 @@ class PrivateStack:
 
     def child_pid(self, service: str) -> int | None:
         """The running process of ``service`` (None while its supervisor restarts it)."""
-        try:
-            return int((self.state_dir / "run" / f"{service}.child").read_text().split()[0])
-        except (FileNotFoundError, IndexError, ValueError):
-            return None
-
-    def restarts(self, service: str) -> int:
-        try:
-            return int((self.state_dir / "run" / f"{service}.restarts").read_text())
-        except (FileNotFoundError, ValueError):
-            return 0
+        return supervised_child(self.state_dir / "run", service)
 
     def kill(self, service: str) -> int | None:
         """SIGKILL the service's process (its supervisor starts it again); the pid killed."""
@@ -203,11 +194,3 @@ class PrivateStack:
                 continue
             lines += [(service, line) for line in path.read_text(errors="replace").splitlines()]
         return lines
-
-
-def json_or_none(line: str) -> dict[str, object] | None:
-    try:
-        value = json.loads(line)
-    except json.JSONDecodeError:
-        return None
-    return value if isinstance(value, dict) else None
