@@ -2,9 +2,10 @@
 
 Importing litellm gives its loggers a plain-text stderr handler of their own, so each of
 their lines came out twice: once as text, once through the root's JSON handler; and on
-every provider error it prints a "Give Feedback / Get Help" banner to stdout. Every
-module that imports litellm calls ``route_litellm_logs`` right after: the root's JSON
-handler alone remains, and the banner is off (the error itself is logged and raised).
+every provider error it prints a "Give Feedback / Get Help" banner to stdout.
+``inference.extractive``, which every module using litellm imports, calls
+``route_litellm_logs`` right after its own import of litellm: the root's JSON handler
+alone remains, and the banner is off (the error itself is logged and raised).
 """
 
 from __future__ import annotations

@@ -30,11 +30,10 @@ from litellm.utils import supports_prompt_caching
 from pydantic import BaseModel, ValidationError
 
 from inference.extractive import register_extractive_provider
-from inference.litellm_logs import route_litellm_logs
 from inference.pricing import PriceBook, load_pricing
 from sinks.db import Pool, transaction
 from sinks.llm_cache import CachedAnswer, get_cached, put_cached
-from streams.runtime.metrics import measure_cpu
+from telemetry.cpu import measure_cpu
 from vidinsight.errors import (
     PermanentError,
     Reason,
@@ -44,8 +43,6 @@ from vidinsight.errors import (
     costs_of,
 )
 from vidinsight.settings import Settings, get_settings
-
-route_litellm_logs()
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from media.probe import MediaInfo, probe
 from sinks import jobs
 from sinks.blobs import file_sha256
 from streams.runtime.context import HandlerContext
-from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
+from telemetry.cpu import measure_cpu
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.identifiers import check_identifier
 

@@ -30,8 +30,8 @@ from sinks.db import Connection
 from sinks.jobs import get_job
 from sinks.scenes import save_scenes
 from streams.runtime.context import HandlerContext
-from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
+from telemetry.cpu import measure_cpu
 from topics.catalogue import TRANSCRIPTS_READY_TOPIC
 from vidinsight.settings import Settings
 

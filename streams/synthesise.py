@@ -25,8 +25,8 @@ from sinks.jobs import TERMINAL_STATUSES, get_job, set_status
 from sinks.scenes import job_scenes
 from sinks.transcripts import job_chunks
 from streams.runtime.context import HandlerContext
-from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
+from telemetry.cpu import measure_cpu
 from vidinsight.errors import PermanentError, Reason
 
 log = logging.getLogger("vidinsight.synthesise")

@@ -20,8 +20,8 @@ from typing import Any
 from inference.transcriber import Transcriber, Transcript, transcriber_from_settings
 from sinks.transcripts import job_chunks, record_chunk
 from streams.runtime.context import HandlerContext, ProcessResource
-from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
+from telemetry.cpu import measure_cpu
 
 log = logging.getLogger("vidinsight.transcribe")
 

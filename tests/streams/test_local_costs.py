@@ -25,9 +25,9 @@ from streams.costs.events import CostEvent
 from streams.ingest import ingest
 from streams.preprocess import preprocess
 from streams.runtime.context import HandlerContext
-from streams.runtime.metrics import measure_cpu
 from streams.runtime.stage import Inbound, StageResult
 from streams.transcribe import transcribe
+from telemetry.cpu import measure_cpu
 from tests.fixtures.media import GeneratedMedia
 from vidinsight.settings import Settings
 
