@@ -329,9 +329,9 @@ def test_a_burst_split_over_processes_sends_within_one_window_and_merges_its_tal
 def test_burst_counts_refused_connections_as_dropped() -> None:
     template = ("customer", "key", {"upload_id": "u1"})
     tally = fire_burst(f"http://127.0.0.1:{free_port()}", [template], 5, window_seconds=0.1)
-    assert tally.dropped == {"ConnectError": 5}
+    assert tally.dropped == {"ClientConnectorError": 5}
     assert not tally.statuses and not tally.latencies
-    assert tally.problems() == ["5 requests without an answer: {'ConnectError': 5}"]
+    assert tally.problems() == ["5 requests without an answer: {'ClientConnectorError': 5}"]
 
 
 # --- the lag monitor
