@@ -4,9 +4,9 @@ Run from the repo root: ``python -m bench.media``. On a generated 10-minute 720p
 (espeak-ng speech, lavfi scenes with known cut times; built once, cached under the
 state dir) it measures, each against a baseline timed in the same run:
 
-P. preprocess (16 kHz audio, silence-aware chunks, scene cuts with keyframes, as the
-   stage does it, side by side) as a multiple of real time, and against the floor:
-   a plain FFmpeg decode of the same file (``-f null``);
+P. preprocess and scenes (16 kHz audio, silence-aware chunks, scene cuts with
+   keyframes, as the two stages do it, side by side) as a multiple of real time, and
+   against the floor: a plain FFmpeg decode of the same file (``-f null``);
 S. our scene detection against PySceneDetect's ContentDetector: time, and F1 of the
    cuts (within 0.5 s of the truth) for both;
 T. speech-to-text real-time factor and word error rate of the configured transcriber,
@@ -25,17 +25,21 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from inference.transcriber import transcriber_from_settings
 from inference.transcriber_whisper import default_model_dir
 from media.audio import extract_audio
 from media.scenes import detect_scenes
+from media.segments import Segment
 from media.tools import run_ffmpeg
 from sinks.blobs import BlobStore
-from streams.preprocess import MediaWork, Prepared, prepare
+from streams.media_work import MediaWork
+from streams.preprocess import StoredChunk, cut_audio
+from streams.scenes import find_scenes
 from tests.fixtures.media import ESPEAK_RATE_HZ, build_speech
 from tests.fixtures.media import write_wav as write_speech
 from tests.inference.test_transcriber import wer
@@ -113,18 +117,31 @@ def timed(action: Callable[[], T]) -> tuple[float, T]:
     return time.perf_counter() - began, value
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """What both branches after ingest stored for one video: the chunks and the scenes."""
+
+    chunks: list[StoredChunk]
+    scene_rows: list[dict[str, Any]]
+
+
 def preprocess(video: Path, folder: Path, seconds: float) -> Prepared:
-    """What the preprocess stage does (its own functions) minus Kafka: chunks, scenes and
-    keyframes of ``video`` (``seconds`` long), stored to a blob store in ``folder``."""
+    """What the preprocess (audio) and scenes stages do (their own functions) minus Kafka,
+    side by side as their workers would: chunks, scenes and keyframes of ``video``
+    (``seconds`` long, one segment), stored to a blob store in ``folder``."""
     work = MediaWork(
         settings=get_settings(),
         blobs=BlobStore(folder.resolve().as_uri()),
         job_id="bench",
         media=video,
         ingested_seconds=seconds,
+        segment=Segment(index=0, count=1, start_seconds=0.0, end_seconds=None),
         deadline=None,
     )
-    return prepare(work, has_audio=True, has_video=True)
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=2) as pool:
+        chunks = pool.submit(cut_audio, work, Path(tmp))
+        scenes = pool.submit(find_scenes, work)
+        return Prepared(chunks.result(), scenes.result()[0])
 
 
 def pyscenedetect_cuts(video: Path) -> list[float]:

@@ -4,9 +4,10 @@ Run from the repo root: ``python -m bench.media_memory``. It generates, once (ca
 under the state dir), a six-hour file and a ten-minute file of the same kind
 (``tests.fixtures.media.tiny_media``): 160x90 video at 2 fps with a scene cut every
 30 s (720 scenes, so 720 keyframes, in six hours) and an 8 kHz mono AAC tone with a
-silence every 7 s. Each is preprocessed by the stage's own work (``prepare`` in
-streams/preprocess.py: audio extraction, levels, chunks, scene detection, keyframes,
-stored to a blob store in a temporary directory) in a fresh child process, which
+silence every 7 s. Each is preprocessed, as one segment, by the two stages' own work
+(``bench.media.preprocess``: the audio branch's extraction, levels and chunks beside
+the scene branch's detection and keyframes, stored to a blob store in a temporary
+directory) in a fresh child process, which
 reports its own peak RSS (the worker's share) and its largest FFmpeg child's.
 
 Targets: the worker's peak RSS for six hours <= CEILING_MB, and at most RATIO_LIMIT

@@ -30,19 +30,28 @@ def extract_audio(
     source: Path,
     target: Path,
     *,
+    start_seconds: float = 0.0,
+    duration_seconds: float | None = None,
     deadline: float | None = None,
     max_seconds: float = math.inf,
     declared_seconds: float = 0.0,
 ) -> Path:
     """Write the first audio stream of ``source`` to ``target`` as 16 kHz mono 16-bit WAV.
 
-    PermanentError(too_long) as soon as more than ``max_seconds`` of audio has been
-    decoded (``declared_seconds``, what the file claimed, goes into the message). FFmpeg
-    is killed at ``deadline`` (a ``time.monotonic()`` instant, StageTimeout), so a
-    hostile file cannot hold the handler past it.
+    Only ``duration_seconds`` (None: to the end) from ``start_seconds`` of the media when
+    given: FFmpeg seeks there and trims to the sample, so one worker can take one segment
+    of a long video. PermanentError(too_long) as soon as the audio reaches past
+    ``max_seconds`` of the media's time (the start plus what was decoded), whichever
+    segment is extracted (``declared_seconds``, what the file claimed, goes into the
+    message). FFmpeg is killed at ``deadline`` (a ``time.monotonic()`` instant,
+    StageTimeout), so a hostile file cannot hold the handler past it.
     """
+    window = [] if start_seconds == 0 else ["-ss", f"{start_seconds:.6f}"]
+    if duration_seconds is not None:
+        window += ["-t", f"{duration_seconds:.6f}"]
     args = [
         "-threads", "0",
+        *window,
         "-i", str(source),
         "-map", "0:a:0",
         "-vn", "-sn", "-dn",
@@ -64,8 +73,9 @@ def extract_audio(
         handle.setframerate(SAMPLE_RATE_HZ)
         for block in blocks:
             written += len(block)
-            if written / BYTES_PER_SECOND > max_seconds:  # closing the blocks kills FFmpeg
-                raise too_long(written / BYTES_PER_SECOND, max_seconds, declared_seconds)
+            reached = start_seconds + written / BYTES_PER_SECOND
+            if reached > max_seconds:  # closing the blocks kills FFmpeg
+                raise too_long(reached, max_seconds, declared_seconds)
             handle.writeframes(block)
     return target
 

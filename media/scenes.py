@@ -16,6 +16,13 @@ decoded, not believed: past ``max_seconds`` of frame timestamps the pass stops w
 too_long, and the decoder refuses any picture over ``max_pixels`` before allocating it
 (picture_too_large), whatever the container declared. Per frame only three numbers
 are kept (8 bytes each), so memory barely grows with the video's length.
+
+A long video is shared by several workers as time segments, each analysed alone
+(``start_seconds``, ``end_seconds``): FFmpeg seeks in the input and decodes only the
+segment and CONTEXT_SECONDS either side, times stay on the video's timeline, and only
+the cuts inside the segment are reported, each decided as the whole-file pass decides
+it. A segment's scenes are pieces clipped to it; ``join_pieces`` glues the pieces of all
+segments back into the whole file's scenes.
 """
 
 from __future__ import annotations
@@ -23,9 +30,11 @@ from __future__ import annotations
 import math
 import re
 from array import array
-from collections.abc import Generator, MutableSequence, Sequence
-from contextlib import closing
-from dataclasses import dataclass
+from bisect import bisect_left
+from collections.abc import Callable, Generator, MutableSequence, Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import av
@@ -39,7 +48,18 @@ from vidinsight.errors import remaining_seconds
 # A cut's difference must exceed this many times the median difference around it.
 LOCAL_RATIO = 3.0
 LOCAL_WINDOW_FRAMES = 8
+# Seconds decoded either side of a segment, so that every decision inside it sees what
+# the whole-file pass sees: a frame's cut test looks LOCAL_WINDOW_FRAMES frames either
+# side (0.6 s at 15 fps, 4.5 s at 2 fps) and min_scene_seconds (0.6 s) back to
+# the cut before. Ten seconds covers both down to about one frame a second, with room
+# for a few candidates in a row, for 20 s of extra decoding on segments of minutes. A
+# window that cannot prove its decisions (too few frames, or candidates closer than
+# min_scene_seconds all the way back, as under a strobe) is widened WIDEN times on that
+# side and decoded again, at worst up to the whole file.
+CONTEXT_SECONDS = 10.0
+WIDEN = 4.0
 _PTS_TIME = re.compile(rb"pts_time:\s*(-?[0-9.eE+-]+)")
+_PTS = re.compile(rb"\bpts:\s*(-?[0-9]+)\s")
 # What FFmpeg logs when a decoder refuses a picture over its -max_pixels.
 _OVERSIZE = re.compile(rb"Picture size (\d+)x(\d+) exceeds specified max pixel count")
 
@@ -52,15 +72,36 @@ class Scene:
     end_seconds: float
     keyframe_seconds: float = 0.0
     sharpness: float = -1.0
+    # False for a segment's piece that starts at the segment's border, not at a cut (nor
+    # at 0): it goes on with the scene of the segment before (``join_pieces``).
+    opens_with_cut: bool = True
 
 
 @dataclass
 class SceneAnalysis:
-    """Every cut (the start time of each scene after the first) and the scenes."""
+    """The cuts in the segment analysed (each the start of a scene), its scenes (pieces
+    of scenes, for a segment of a longer video), and how many frames were decoded."""
 
     cuts: list[float]
     scenes: list[Scene]
     frames: int
+
+
+@dataclass
+class _Frames:
+    """What is kept of each decoded frame: its time on the video's timeline, its mean
+    difference from the frame before, its sharpness."""
+
+    times: array[float] = field(default_factory=lambda: array("d"))
+    scores: array[float] = field(default_factory=lambda: array("d"))
+    sharp: array[float] = field(default_factory=lambda: array("d"))
+
+    def span(self, start: float, end: float | None) -> range:
+        """Indexes of the frames in [start, end); from the first frame when start is 0,
+        as the whole-file pass counts them."""
+        first = bisect_left(self.times, start) if start > 0 else 0
+        stop = len(self.times) if end is None else bisect_left(self.times, end)
+        return range(first, max(first, stop))
 
 
 def analysis_size(width: int, height: int, target_width: int) -> tuple[int, int]:
@@ -91,8 +132,15 @@ def grey_frames(
     *,
     max_pixels: int | None = None,
     deadline: float | None = None,
+    seek_seconds: float = 0.0,
+    limit_seconds: float | None = None,
 ) -> Generator[np.ndarray, None, None]:
     """The frames of ``path`` as small grey images; ``times`` fills with their timestamps.
+
+    Only the frames from ``seek_seconds`` to ``limit_seconds`` (None: the end; a frame
+    right at the limit comes too) are decoded: FFmpeg seeks in the input to the keyframe
+    before the seek and drops the frames before it. Their times are those a pass from
+    the start gives the same frames (``_timeline_shift``).
 
     ``fast_decode`` skips the deblocking filter (invisible once a frame is scaled down
     to a thumbnail) and frames no other frame refers to (B-frames, usually): a cut on
@@ -105,11 +153,17 @@ def grey_frames(
     """
     width, height = size
     skips = ["-skip_loop_filter:v", "all", "-skip_frame:v", "noref"] if fast_decode else []
-    limit = [] if max_pixels is None else ["-max_pixels", str(max_pixels)]
+    decoding = skips if max_pixels is None else [*skips, "-max_pixels", str(max_pixels)]
+    window, shift = [], ""
+    if seek_seconds > 0:
+        window = ["-copyts", "-ss", f"{seek_seconds:.6f}"]
+        shift = f"setpts=PTS{-_timeline_shift(path, decoding, deadline):+d},"
+    if limit_seconds is not None:
+        window += ["-t", f"{limit_seconds - seek_seconds:.6f}"]
     args = [
-        *skips, *limit, "-i", str(path),
+        *decoding, *window, "-i", str(path),
         "-map", "0:v:0", "-an", "-sn", "-dn", "-fps_mode", "passthrough",
-        "-vf", f"scale={width}:{height}:flags=area,format=gray,showinfo",
+        "-vf", f"{shift}scale={width}:{height}:flags=area,format=gray,showinfo",
         "-f", "rawvideo", "pipe:1",
     ]  # fmt: skip
     oversize: list[tuple[int, int]] = []
@@ -141,6 +195,44 @@ def grey_frames(
     _refuse_oversize(oversize, max_pixels)
 
 
+def _timeline_shift(path: Path, decoding: list[str], deadline: float | None) -> int:
+    """Ticks from the stream's own timestamps to the times a pass from the start reports.
+
+    A pass from the start shifts timestamps to the container's start (MPEG-TS, whose
+    clocks may jump, by rules of its own), and a seeking pass shifts them otherwise. So
+    a seeking pass keeps the stream's timestamps (-copyts) and takes off this shift,
+    measured on the first frame decoded both ways; showinfo then prints, digit for digit,
+    what it prints in the whole-file pass. If the first frame cannot be decoded, no
+    shift: the segment holding it fails on it anyway.
+    """
+    first = [_first_pts(path, [*decoding, *copyts], deadline) for copyts in (["-copyts"], [])]
+    return first[0] - first[1] if first[0] is not None and first[1] is not None else 0
+
+
+def _first_pts(path: Path, before_input: list[str], deadline: float | None) -> int | None:
+    """showinfo's pts (in ticks) of the first frame FFmpeg decodes with ``before_input``."""
+    found: list[int] = []
+
+    def on_log(line: bytes) -> bool:
+        if (match := _PTS.search(line)) and b"showinfo" in line:
+            found.append(int(match.group(1)))
+            return True
+        return False
+
+    args = [
+        *before_input, "-i", str(path), "-map", "0:v:0", "-an", "-sn", "-dn",
+        "-frames:v", "1", "-vf", "showinfo", "-f", "null", "-",
+    ]  # fmt: skip
+    output = ffmpeg_output(
+        args, 1 << 16, what=f"timing the first frame of {path.name}", deadline=deadline,
+        loglevel="info", on_log=on_log,
+    )  # fmt: skip
+    with suppress(FFmpegFailed):
+        for _ in output:
+            pass
+    return found[0] if found else None
+
+
 def _refuse_oversize(oversize: list[tuple[int, int]], max_pixels: int | None) -> None:
     """picture_too_large for the first picture the decoder refused, if it refused one."""
     if oversize and max_pixels is not None:
@@ -157,71 +249,183 @@ def detect_scenes(
     max_seconds: float = math.inf,
     max_pixels: int | None = None,
     deadline: float | None = None,
+    start_seconds: float = 0.0,
+    end_seconds: float | None = None,
 ) -> SceneAnalysis:
     """Find the cuts and scenes of the first video stream of ``path`` by ``deadline``;
-    too_long as soon as the frames read pass ``max_seconds``."""
+    too_long as soon as the frames read pass ``max_seconds`` (on the video's timeline).
+
+    Only the segment [``start_seconds``, ``end_seconds``) is analysed (None: to the end):
+    its cuts, decided as in a whole-file pass, and its scenes clipped to it (pieces, see
+    ``join_pieces``). The defaults analyse the whole file.
+    """
     remaining_seconds(deadline, f"finding the scenes of {path.name}")
     width, height, duration = video_geometry(path)
-    times: array[float] = array("d")
-    scores: array[float] = array("d")
-    sharp: array[float] = array("d")
+    decode = partial(
+        _decode, path, analysis_size(width, height, frame_width), fast_decode=fast_decode,
+        max_seconds=max_seconds, max_pixels=max_pixels, deadline=deadline, declared=duration,
+    )  # fmt: skip
+    segment = (start_seconds, end_seconds)
+    frames, span, candidates = _segment_frames(
+        decode, segment, duration, cut_threshold, min_scene_seconds
+    )
+    cut_indexes = [i for i in _spaced(candidates, frames.times, min_scene_seconds) if i in span]
+    end = end_seconds if end_seconds is not None else max([duration, *frames.times[-1:]])
+    return SceneAnalysis(
+        cuts=[frames.times[i] for i in cut_indexes],
+        scenes=_pieces(cut_indexes, frames, span, start_seconds, end),
+        frames=len(frames.times),
+    )
+
+
+def _decode(
+    path: Path,
+    size: tuple[int, int],
+    seek_seconds: float,
+    limit_seconds: float | None,
+    *,
+    fast_decode: bool,
+    max_seconds: float,
+    max_pixels: int | None,
+    deadline: float | None,
+    declared: float,
+) -> _Frames:
+    """The frames from ``seek_seconds`` to ``limit_seconds`` (None: the end), measured as
+    they come: too_long once a frame's time passes ``max_seconds``."""
+    found = _Frames()
     previous: np.ndarray | None = None
-    size = analysis_size(width, height, frame_width)
-    frames = grey_frames(path, size, times, fast_decode, max_pixels=max_pixels, deadline=deadline)
+    frames = grey_frames(
+        path, size, found.times, fast_decode, max_pixels=max_pixels, deadline=deadline,
+        seek_seconds=seek_seconds, limit_seconds=limit_seconds,
+    )  # fmt: skip
     with closing(frames):
         for grey in frames:
-            if times and times[-1] > max_seconds:
-                raise too_long(times[-1], max_seconds, duration)
+            if found.times and found.times[-1] > max_seconds:
+                raise too_long(found.times[-1], max_seconds, declared)
             current = grey.astype(np.int16)
-            scores.append(0.0 if previous is None else float(np.abs(current - previous).mean()))
-            sharp.append(sharpness(grey))
+            score = 0.0 if previous is None else float(np.abs(current - previous).mean())
+            found.scores.append(score)
+            found.sharp.append(sharpness(grey))
             previous = current
-    times = times[: len(scores)]
-    if not times:
-        return SceneAnalysis(cuts=[], scenes=[], frames=0)
-    cut_indexes = find_cuts(scores, times, cut_threshold, min_scene_seconds)
-    scenes = _scenes(cut_indexes, times, sharp, max(duration, times[-1]))
-    return SceneAnalysis(cuts=[times[i] for i in cut_indexes], scenes=scenes, frames=len(times))
+    del found.times[len(found.scores) :]
+    return found
+
+
+def _segment_frames(
+    decode: Callable[[float, float | None], _Frames],
+    segment: tuple[float, float | None],
+    duration: float,
+    threshold: float,
+    min_scene_seconds: float,
+) -> tuple[_Frames, range, list[int]]:
+    """The frames around ``segment``, the indexes of those inside it, and the candidate
+    cuts: CONTEXT_SECONDS either side, each side widened until it proves the decisions.
+
+    A window from 0 proves the start, as one to the end of the file (taken when its limit
+    would reach the declared duration) proves the end; so the widening ends.
+    """
+    start, end = segment
+    before = after = CONTEXT_SECONDS
+    while True:
+        seek = max(0.0, start - before)
+        limit = None if end is None or end + after >= duration else end + after
+        frames = decode(seek, limit)
+        span = frames.span(start, end)
+        candidates = _candidates(frames.scores, threshold)
+        start_proved = seek == 0 or _start_proved(candidates, frames.times, span, min_scene_seconds)
+        end_proved = limit is None or len(frames.times) - span.stop >= LOCAL_WINDOW_FRAMES
+        if start_proved and (end_proved or not span):
+            return frames, span, candidates
+        before *= 1.0 if start_proved else WIDEN
+        after *= 1.0 if end_proved else WIDEN
+
+
+def _start_proved(
+    candidates: list[int], times: Sequence[float], span: range, min_scene_seconds: float
+) -> bool:
+    """Whether a window that began after the file's start decides the cuts in ``span`` as
+    the whole-file pass does.
+
+    The window's first LOCAL_WINDOW_FRAMES + 1 frames lack the neighbours the cut test
+    looks at, so they may be candidates here and not there, or the reverse. A later
+    candidate min_scene_seconds past both them and the candidate before it is a cut in
+    both passes, and from it on both decide alike: the span is proved if such an anchor
+    comes no later than its first candidate, or it has no candidate. A window whose
+    first frame comes after ``start`` (a seek that overshot) proves nothing.
+    """
+    blind = LOCAL_WINDOW_FRAMES + 1
+    if span.start < blind:
+        return False
+    previous = times[blind - 1]
+    for index in candidates:
+        if index >= span.stop:
+            break
+        if index >= blind and times[index] - previous >= min_scene_seconds:
+            return True
+        if index >= span.start:
+            return False
+        previous = max(previous, times[index])
+    return True
 
 
 def find_cuts(
     scores: Sequence[float], times: Sequence[float], threshold: float, min_scene_seconds: float
 ) -> list[int]:
     """Indexes of frames that start a new scene."""
+    return _spaced(_candidates(scores, threshold), times, min_scene_seconds)
+
+
+def _candidates(scores: Sequence[float], threshold: float) -> list[int]:
+    """Indexes of frames whose difference passes ``threshold`` and stands LOCAL_RATIO
+    times above the median around it: cuts, unless one came too shortly before."""
     values = np.asarray(scores, dtype=np.float32)
-    cuts: list[int] = []
-    last_time = times[0] if times else 0.0
-    for found in np.flatnonzero(values >= threshold):
-        index = int(found)
+    found: list[int] = []
+    for above in np.flatnonzero(values >= threshold):
+        index = int(above)
         low = max(1, index - LOCAL_WINDOW_FRAMES)
         around = np.concatenate(
             [values[low:index], values[index + 1 : index + 1 + LOCAL_WINDOW_FRAMES]]
         )
         local = float(np.median(around)) if len(around) else 0.0
-        if index == 0 or values[index] < LOCAL_RATIO * local:
-            continue
-        if times[index] - last_time < min_scene_seconds:
-            continue
-        cuts.append(index)
-        last_time = times[index]
+        if index > 0 and values[index] >= LOCAL_RATIO * local:
+            found.append(index)
+    return found
+
+
+def _spaced(candidates: list[int], times: Sequence[float], min_scene_seconds: float) -> list[int]:
+    """The candidates that come at least ``min_scene_seconds`` after the cut before (or
+    the first frame): the cuts."""
+    cuts: list[int] = []
+    last_time = times[0] if times else 0.0
+    for index in candidates:
+        if times[index] - last_time >= min_scene_seconds:
+            cuts.append(index)
+            last_time = times[index]
     return cuts
 
 
-def _scenes(
-    cut_indexes: list[int], times: Sequence[float], sharp: Sequence[float], duration: float
+def _pieces(
+    cut_indexes: list[int], frames: _Frames, span: range, start: float, end: float
 ) -> list[Scene]:
-    """Scenes between cuts, each knowing the time of its sharpest frame."""
-    starts = [0, *cut_indexes]
-    ends = [*cut_indexes, len(times)]
-    scenes = []
-    for first, stop in zip(starts, ends, strict=True):
-        sharpest = first + int(np.argmax(sharp[first:stop]))
-        scenes.append(
+    """The scenes clipped to the segment [start, end) whose frames are ``span``: each
+    piece from a cut (or the segment's start) to the next (or the segment's end), its
+    keyframe the sharpest of its own frames. A stretch from the border to a cut that
+    holds no frame makes no piece."""
+    if not span:
+        return []
+    heads = sorted({span.start, *cut_indexes})
+    cuts = set(cut_indexes)
+    pieces = []
+    for head, tail in zip(heads, [*heads[1:], span.stop], strict=True):
+        sharpest = head + int(np.argmax(frames.sharp[head:tail]))
+        at_cut = head in cuts
+        pieces.append(
             Scene(
-                start_seconds=0.0 if first == 0 else times[first],
-                end_seconds=times[stop] if stop < len(times) else duration,
-                keyframe_seconds=times[sharpest],
-                sharpness=sharp[sharpest],
+                start_seconds=frames.times[head] if at_cut else start,
+                end_seconds=frames.times[tail] if tail < span.stop else end,
+                keyframe_seconds=frames.times[sharpest],
+                sharpness=frames.sharp[sharpest],
+                opens_with_cut=at_cut or start <= 0,
             )
         )
-    return scenes
+    return pieces

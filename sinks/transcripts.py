@@ -1,40 +1,25 @@
-"""Per-chunk transcripts, and knowing when a job's last chunk has landed.
+"""Per-chunk transcripts of a job's audio.
 
 Chunks of one job are transcribed in parallel by different consumers. Each records
-its chunk and counts the job's chunks while holding a per-job advisory lock, so of
-two chunks finishing at the same moment the later one always sees both and is the
-one that announces the transcript ready; without the lock each could miss the other's
-uncommitted row and the job would stall.
+its chunk under the job's join lock (``sinks.join``), so the chunk that completes the
+job's transcript, and with it perhaps the join, always sees every other chunk.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from sinks.db import Connection
-
-
-@dataclass(frozen=True)
-class ChunkProgress:
-    """Where a job's transcription stands after recording one chunk."""
-
-    received: int
-    expected: int
-    created: bool  # False when this chunk had been recorded before (a redelivery)
-
-    @property
-    def complete(self) -> bool:
-        """Every chunk of the job is in."""
-        return self.received >= self.expected
+from sinks.join import JoinState, join_state, lock_job
 
 
 def record_chunk(
     conn: Connection,
     *,
     job_id: str,
+    segment_index: int,
     chunk_index: int,
     chunk_count: int,
     start_seconds: float,
@@ -42,18 +27,20 @@ def record_chunk(
     text: str,
     segments: list[dict[str, Any]],
     language: str | None,
-) -> ChunkProgress:
-    """Upsert one chunk's transcript and count the job's chunks, under the job's lock."""
-    conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"chunks:{job_id}",))
-    row = conn.execute(
-        "INSERT INTO chunk_transcripts (job_id, chunk_index, chunk_count, start_seconds,"
-        " end_seconds, text, segments, language) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (job_id, chunk_index) DO UPDATE SET chunk_count = EXCLUDED.chunk_count,"
-        " start_seconds = EXCLUDED.start_seconds, end_seconds = EXCLUDED.end_seconds,"
-        " text = EXCLUDED.text, segments = EXCLUDED.segments, language = EXCLUDED.language"
-        " RETURNING (xmax = 0) AS created",
+) -> JoinState:
+    """Upsert one chunk's transcript and return the job's join state, under its lock."""
+    lock_job(conn, job_id)
+    conn.execute(
+        "INSERT INTO chunk_transcripts (job_id, segment_index, chunk_index, chunk_count,"
+        " start_seconds, end_seconds, text, segments, language)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        " ON CONFLICT (job_id, segment_index, chunk_index) DO UPDATE SET"
+        " chunk_count = EXCLUDED.chunk_count, start_seconds = EXCLUDED.start_seconds,"
+        " end_seconds = EXCLUDED.end_seconds, text = EXCLUDED.text,"
+        " segments = EXCLUDED.segments, language = EXCLUDED.language",
         (
             job_id,
+            segment_index,
             chunk_index,
             chunk_count,
             start_seconds,
@@ -62,19 +49,13 @@ def record_chunk(
             Jsonb(segments),
             language,
         ),
-    ).fetchone()
-    count = conn.execute(
-        "SELECT count(*) AS n FROM chunk_transcripts WHERE job_id = %s", (job_id,)
-    ).fetchone()
-    return ChunkProgress(
-        received=int(count["n"]) if count else 0,
-        expected=chunk_count,
-        created=bool(row and row["created"]),
     )
+    return join_state(conn, job_id)
 
 
 def job_chunks(conn: Connection, job_id: str) -> list[dict[str, Any]]:
     """A job's chunk transcripts in playback order."""
     return conn.execute(
-        "SELECT * FROM chunk_transcripts WHERE job_id = %s ORDER BY chunk_index", (job_id,)
+        "SELECT * FROM chunk_transcripts WHERE job_id = %s ORDER BY segment_index, chunk_index",
+        (job_id,),
     ).fetchall()

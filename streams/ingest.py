@@ -5,6 +5,8 @@ system gets its row now, so a rejection below is recorded as a failed job. The
 source is a blob the gateway already stored, or an http(s) URL fetched behind the
 SSRF guard with size and time caps. Whatever cannot be processed is rejected with
 its reason code (PermanentError: the runtime dead-letters it and fails the job).
+Media longer than ``VI_SEGMENT_SECONDS`` is announced once per time segment
+(``media.segments``), so the branches after it share one long video across workers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from media.fetch import fetch, parse_networks
 from media.probe import MediaInfo, probe
+from media.segments import Segment, plan_segments
 from sinks import jobs
 from sinks.blobs import file_sha256
 from streams.runtime.context import HandlerContext
@@ -129,9 +132,22 @@ def ingest(inbound: Inbound, ctx: HandlerContext, output_topic: str) -> StageRes
     if uri != source:
         costs.append(ctx.cost("source", "storage", "blob", "storage_bytes", size))
     value = media_ingested(inbound, uri, sha256, info)
-    return StageResult(
-        outputs=[Output(output_topic, "MediaIngested", inbound.job_id, value)], cost_events=costs
-    )
+    outputs = [
+        Output(output_topic, "MediaIngested", f"{inbound.job_id}:{segment.index}",
+               {**value, **segment_fields(segment)})
+        for segment in plan_segments(info.duration_seconds, ctx.settings.segment_seconds)
+    ]  # fmt: skip
+    return StageResult(outputs=outputs, cost_events=costs)
+
+
+def segment_fields(segment: Segment) -> dict[str, Any]:
+    """What a MediaIngested says of the segment it is for."""
+    return {
+        "segment_index": segment.index,
+        "segment_count": segment.count,
+        "segment_start_seconds": segment.start_seconds,
+        "segment_end_seconds": segment.end_seconds,
+    }
 
 
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:

@@ -14,6 +14,7 @@ from streams.runtime.stage import Stage
 STAGE_REFS: dict[str, str] = {
     "ingest": "streams.ingest:STAGE",
     "preprocess": "streams.preprocess:STAGE",
+    "scenes": "streams.scenes:STAGE",
     "transcribe": "streams.transcribe:STAGE",
     "analyse": "streams.analyse:STAGE",
     "synthesise": "streams.synthesise:STAGE",

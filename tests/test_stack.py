@@ -335,14 +335,15 @@ def platform_starts(**variables: str) -> list[tuple[str, int, str, str]]:
 
 
 FIXED_PORTS = {
-    "gateway": 9108,
+    "gateway": 9109,
     "worker-ingest": 9101,
     "worker-preprocess": 9102,
-    "worker-transcribe": 9103,
-    "worker-analyse": 9104,
-    "worker-synthesise": 9105,
-    "worker-notify": 9106,
-    "costs": 9107,
+    "worker-scenes": 9103,
+    "worker-transcribe": 9104,
+    "worker-analyse": 9105,
+    "worker-synthesise": 9106,
+    "worker-notify": 9107,
+    "costs": 9108,
 }
 
 
@@ -364,6 +365,7 @@ def test_stage_replicas_take_ports_after_the_gateways(tmp_path: Path) -> None:
         "worker-ingest",
         "worker-preprocess",
         "worker-preprocess-2",
+        "worker-scenes",
         "worker-transcribe",
         "worker-transcribe-2",
         "worker-transcribe-3",
@@ -374,9 +376,9 @@ def test_stage_replicas_take_ports_after_the_gateways(tmp_path: Path) -> None:
     ]
     ports = {svc: port for svc, port, _, _ in starts}
     replicas = {
-        "worker-preprocess-2": 9109,
-        "worker-transcribe-2": 9110,
-        "worker-transcribe-3": 9111,
+        "worker-preprocess-2": 9110,
+        "worker-transcribe-2": 9111,
+        "worker-transcribe-3": 9112,
     }
     assert ports == FIXED_PORTS | replicas
     commands = {svc: command for svc, _, _, command in starts}

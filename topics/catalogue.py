@@ -76,14 +76,23 @@ class StageTopics:
     dlq_topic: str
 
 
-STAGE_NAMES = ("ingest", "preprocess", "transcribe", "analyse", "synthesise", "notify")
+# preprocess (audio) and scenes are two branches on the same input, each its own
+# consumer group; analyse starts when both have recorded every segment (the join in
+# PostgreSQL, sinks/join.py), announced by whichever records the last part.
+STAGE_NAMES = ("ingest", "preprocess", "scenes", "transcribe", "analyse", "synthesise", "notify")
 
 STAGES: dict[str, StageTopics] = {
     "ingest": StageTopics(
         JOBS_REQUESTED_TOPIC, "JobRequested", (MEDIA_INGESTED_TOPIC,), dlq_topic("ingest")
     ),
     "preprocess": StageTopics(
-        MEDIA_INGESTED_TOPIC, "MediaIngested", (AUDIO_CHUNKS_TOPIC,), dlq_topic("preprocess")
+        MEDIA_INGESTED_TOPIC,
+        "MediaIngested",
+        (AUDIO_CHUNKS_TOPIC, TRANSCRIPTS_READY_TOPIC),
+        dlq_topic("preprocess"),
+    ),
+    "scenes": StageTopics(
+        MEDIA_INGESTED_TOPIC, "MediaIngested", (TRANSCRIPTS_READY_TOPIC,), dlq_topic("scenes")
     ),
     "transcribe": StageTopics(
         AUDIO_CHUNKS_TOPIC, "AudioChunk", (TRANSCRIPTS_READY_TOPIC,), dlq_topic("transcribe")
@@ -126,9 +135,15 @@ def catalogue(settings: Settings | None = None) -> tuple[TopicSpec, ...]:
 
     pipeline = (
         topic(JOBS_REQUESTED_TOPIC, "JobRequested"),
-        topic(MEDIA_INGESTED_TOPIC, "MediaIngested"),
+        # One message per segment of a long video, so the segments spread over partitions.
+        topic(MEDIA_INGESTED_TOPIC, "MediaIngested", key="job_id:segment"),
         # Transcription fans out per chunk: twice the partitions, so twice the consumers.
-        topic(AUDIO_CHUNKS_TOPIC, "AudioChunk", partition_count=2 * partitions, key="job_id:chunk"),
+        topic(
+            AUDIO_CHUNKS_TOPIC,
+            "AudioChunk",
+            partition_count=2 * partitions,
+            key="job_id:segment:chunk",
+        ),
         topic(TRANSCRIPTS_READY_TOPIC, "TranscriptReady"),
         topic(ANALYSIS_DONE_TOPIC, "AnalysisDone"),
         topic(JOBS_COMPLETED_TOPIC, "JobCompleted", retention_ms=RECORD_RETENTION_MS),

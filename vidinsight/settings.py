@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     stage_deadline_per_media_second: dict[str, float] = {
         "default": 0.0,
         "preprocess": 0.5,
+        "scenes": 0.5,
         "transcribe": 2.0,
         "analyse": 0.1,
     }
@@ -236,6 +237,11 @@ class Settings(BaseSettings):
     # Preprocess: audio chunks cut in a silence within chunk_search_seconds of the target.
     chunk_seconds: float = 60.0
     chunk_search_seconds: float = 10.0
+    # Ingest splits media longer than this into segments of about this length, each
+    # cut into chunks and searched for scenes by its own message, so several workers
+    # share one long video and its first chunks reach transcription early
+    # (docs/decisions/0013-segments-and-branches.md).
+    segment_seconds: float = Field(default=300.0, ge=30.0)
     # Scene cuts: frames analysed at this width; a cut is a mean absolute grey-level
     # difference above scene_cut_threshold (0-255) that also stands out from its neighbours.
     scene_frame_width_pixels: int = 96

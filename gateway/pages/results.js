@@ -7,7 +7,7 @@
 (() => {
   const KEY_STORAGE = "vidinsight.apiKey";
   const POLL_INTERVAL_MS = 2000;
-  const STAGE_ORDER = ["ingest", "preprocess", "transcribe", "analyse", "synthesise", "notify"];
+  const STAGE_ORDER = ["ingest", "preprocess", "scenes", "transcribe", "analyse", "synthesise", "notify"];
   const CHAPTER_COLOURS = ["#3b82c4", "#e0823d", "#4a9e6b", "#9a5bb8", "#c9554e", "#3a9ea5", "#b8913a"];
   const THUMB_WIDTH_PX = 136;
   const THUMB_HEIGHT_PX = 77;

@@ -50,12 +50,18 @@ class ProcessResource(Generic[T]):
 
 
 def media_seconds(value: Mapping[str, Any]) -> float:
-    """Seconds of media a message covers: a chunk's span, else the video's duration, else 0."""
+    """Seconds of media a message covers: a chunk's span, a segment's (the last one runs
+    to the video's end), else the video's duration, else 0."""
     start, end = value.get("start_seconds"), value.get("end_seconds")
     if start is not None and end is not None:
         return max(0.0, float(end) - float(start))
     duration = value.get("duration_seconds")
-    return float(duration) if duration is not None else 0.0
+    whole = float(duration) if duration is not None else 0.0
+    segment_start = value.get("segment_start_seconds")
+    if segment_start is None:
+        return whole
+    segment_end = value.get("segment_end_seconds")
+    return max(0.0, (whole if segment_end is None else float(segment_end)) - float(segment_start))
 
 
 def deadline_seconds(settings: Settings, stage: str, value: Mapping[str, Any]) -> float:

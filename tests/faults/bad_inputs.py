@@ -31,7 +31,7 @@ How the harness uses it::
                 cancel_when_running(client, job_id, timeout)  # AssertionError if missed
         ...  # poll each job until settled(case, job), then
         problem = check_case(case, job, job_deliveries(conn, job_id))
-    letters = dead_lettered(bootstrap, injected, timeout)  # every position found
+    letters = dead_lettered(bootstrap, injected, timeout)  # every stage's letter found
     assert not blocking(bootstrap, injected)
 """
 
@@ -368,15 +368,16 @@ class SilentServer:
 
 def garbage_topics() -> list[str]:
     """The input topic of every stage (notify's included): where garbage can arrive."""
-    return [wiring.input_topic for wiring in STAGES.values()]
+    return list(dict.fromkeys(wiring.input_topic for wiring in STAGES.values()))
 
 
-def _stage_reading(topic: str) -> str:
-    """The stage whose input is ``topic``; ValueError for a topic no stage reads."""
-    for stage, wiring in STAGES.items():
-        if wiring.input_topic == topic:
-            return stage
-    raise ValueError(f"no stage reads {topic}")
+def stages_reading(topic: str) -> list[str]:
+    """The stages whose input is ``topic`` (each in its own group: the branches after
+    ingest share theirs); ValueError for a topic no stage reads."""
+    readers = [stage for stage, wiring in STAGES.items() if wiring.input_topic == topic]
+    if not readers:
+        raise ValueError(f"no stage reads {topic}")
+    return readers
 
 
 def inject_garbage(bootstrap: str, topics: Sequence[str]) -> list[Position]:
@@ -414,37 +415,48 @@ def _offset(message: Message) -> int:
     return offset
 
 
+# An injected message as one stage must handle it: each stage reading its topic dead-letters it.
+Letter = tuple[Position, str]
+
+
+def expected_letters(injected: Sequence[Position]) -> list[Letter]:
+    """Every (injected message, stage reading its topic) pair."""
+    return [(position, stage) for position in injected for stage in stages_reading(position[0])]
+
+
 def dead_lettered(
     bootstrap: str, injected: Sequence[Position], timeout: float
-) -> dict[Position, dict[str, str]]:
-    """The ``vi-*`` headers of the dead letter of each injected message, found in the DLQ
-    of the stage reading its topic by its ``vi-original-*`` headers; a message still
+) -> dict[Letter, dict[str, str]]:
+    """The ``vi-*`` headers of the dead letter of each injected message in the DLQ of each
+    stage reading its topic, found by their ``vi-original-*`` headers; a letter still
     missing after ``timeout`` seconds is absent from the answer."""
-    dlqs = sorted({STAGES[_stage_reading(topic)].dlq_topic for topic, _, _ in injected})
-    wanted = set(injected)
-    found: dict[Position, dict[str, str]] = {}
+    wanted = set(expected_letters(injected))
+    stage_of_dlq = {STAGES[stage].dlq_topic: stage for _, stage in wanted}
+    found: dict[Letter, dict[str, str]] = {}
     deadline = time.monotonic() + timeout
     while True:
-        for message in _read_to_end(bootstrap, dlqs):
+        for message in _read_to_end(bootstrap, sorted(stage_of_dlq)):
             headers = header_map(message.headers())
             position = (
                 headers.get("vi-original-topic", ""),
                 int(headers.get("vi-original-partition") or -1),
                 int(headers.get("vi-original-offset") or -1),
             )
-            if position in wanted:
-                found[position] = headers
+            letter = (position, stage_of_dlq[str(message.topic())])
+            if letter in wanted:
+                found[letter] = headers
         if len(found) == len(wanted) or time.monotonic() > deadline:
             return found
         time.sleep(POLL_SECONDS * 5)
 
 
-def blocking(bootstrap: str, injected: Sequence[Position]) -> list[Position]:
-    """The injected messages the stage reading their topic has not committed past yet:
+def blocking(bootstrap: str, injected: Sequence[Position]) -> list[Letter]:
+    """The injected messages a stage reading their topic has not committed past yet:
     empty once no partition is held up by one of them."""
-    behind: list[Position] = []
-    for stage in sorted({_stage_reading(topic) for topic, _, _ in injected}):
-        mine = [p for p in injected if _stage_reading(p[0]) == stage]
+    behind: list[Letter] = []
+    letters = expected_letters(injected)
+    for stage in sorted({stage for _, stage in letters}):
+        mine = [position for position, reader in letters if reader == stage]
         # The catalogue stages' group (Stage.consumer_group). Only asks the coordinator;
         # never subscribes, so the group does not rebalance.
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"vi.{stage}"})
@@ -455,7 +467,7 @@ def blocking(bootstrap: str, injected: Sequence[Position]) -> list[Position]:
         finally:
             consumer.close()
         next_offset = {(tp.topic, tp.partition): tp.offset for tp in committed}
-        behind += [p for p in mine if next_offset[(p[0], p[1])] <= p[2]]
+        behind += [(p, stage) for p in mine if next_offset[(p[0], p[1])] <= p[2]]
     return behind
 
 

@@ -51,7 +51,7 @@ T = TypeVar("T")
 LLM_MODEL = "openai/gpt-4o-mini"  # priced from the pricing file; served by the soak's server
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Processes sending a burst (one event loop falls behind on CPUs the platform keeps busy).
-BURST_PROCESSES = 8
+BURST_PROCESSES = 4
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,13 @@ class Profile:
     # silent receiver settles in seconds; the full one runs with the defaults).
     settings: dict[str, str] = field(default_factory=dict)
     replicas: dict[str, int] = field(
-        default_factory=lambda: {"ingest": 2, "preprocess": 2, "transcribe": 2, "analyse": 2}
+        default_factory=lambda: {
+            "ingest": 2,
+            "preprocess": 2,
+            "scenes": 2,
+            "transcribe": 2,
+            "analyse": 2,
+        }
     )
 
 
@@ -531,8 +537,13 @@ def _collect(
         garbage={
             "injected_on_the_costs_topic": run.cost_garbage,
             "injected": len(garbage),
+            "letters_expected": len(bad_inputs.expected_letters(garbage)),
             "dead_lettered": len(found),
-            "missing": [list(g) for g in garbage if g not in found],
+            "missing": [
+                [*position, stage]
+                for position, stage in bad_inputs.expected_letters(garbage)
+                if (position, stage) not in found
+            ],
         },
         webhooks=webhook_duplicates(run.services.receiver),
         wrong_ends=wrong_ends,

@@ -27,7 +27,7 @@ from vidinsight.settings import REPO_ROOT
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
 INFRASTRUCTURE = ("postgres", "kafka", "registry")
-# Metrics ports from VI_METRICS_PORT_BASE: six workers, costs, gateway, then the replicas.
+# Metrics ports from VI_METRICS_PORT_BASE: seven workers, costs, gateway, then the replicas.
 METRICS_PORTS = 16
 
 

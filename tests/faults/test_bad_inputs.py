@@ -28,6 +28,7 @@ from tests.faults.bad_inputs import (
     garbage_topics,
     lying_file,
     settled,
+    stages_reading,
 )
 from tests.fixtures.media import GeneratedMedia, HostileMedia, SpeechTruth
 from topics.catalogue import STAGES
@@ -139,7 +140,10 @@ def test_the_injected_messages_are_what_the_codec_refuses_or_looks_up() -> None:
 def test_garbage_goes_to_the_input_topic_of_every_stage() -> None:
     """Each stage must dead-letter it (the harness adds vi.costs, which the aggregator
     skips and counts, checked by its lag)."""
-    assert set(garbage_topics()) == {wiring.input_topic for wiring in STAGES.values()}
+    topics = garbage_topics()
+    assert len(topics) == len(set(topics))  # each topic once, however many stages read it
+    assert set(topics) == {wiring.input_topic for wiring in STAGES.values()}
+    assert stages_reading("vi.media.ingested") == ["preprocess", "scenes"]
 
 
 def test_the_silent_server_holds_a_request_until_the_client_gives_up() -> None:

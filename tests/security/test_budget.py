@@ -70,8 +70,8 @@ def test_managed_transcription_is_never_called_once_the_budget_is_spent(
     pool = media_pipeline.pool
     crossing, within = _customer(pool, "crossing"), _customer(pool, "within")
     run = uuid.uuid4().hex[:8]
-    media_pipeline.start("ingest")
-    media_pipeline.start("preprocess")
+    for stage in ("ingest", "preprocess", "scenes"):
+        media_pipeline.start(stage)
     jobs = {}
     for customer_id in (crossing, within):
         job_id = f"job-{run}-{customer_id}"

@@ -25,7 +25,7 @@ HUGE = "{}x{}".format(*HUGE_PICTURE)
         ("lying_6h.mkv", "ingest", "too_long",
          (f"longer than the maximum of {SIX_HOURS} s", "1.0 s declared")),
         ("huge_picture.mkv", "ingest", "picture_too_large", (f"picture is {HUGE}",)),
-        ("resolution_switch.ts", "preprocess", "picture_too_large", (f"picture is {HUGE}",)),
+        ("resolution_switch.ts", "scenes", "picture_too_large", (f"picture is {HUGE}",)),
     ],
 )  # fmt: skip
 def test_media_over_a_limit_fails_its_job_with_the_reason(

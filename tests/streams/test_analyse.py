@@ -116,6 +116,7 @@ class AnalysisPipeline:
                 record_chunk(
                     conn,
                     job_id=job_id,
+                    segment_index=0,
                     chunk_index=index,
                     chunk_count=len(SCRIPT),
                     start_seconds=start,

@@ -26,7 +26,7 @@ def test_a_generated_meeting_becomes_insights_with_its_topics_and_owners(
 ) -> None:
     video, duration = meeting.video, meeting.duration_seconds
     analysis_pipeline.topics["ready"] = media_pipeline.topics["ready"]
-    for stage in ("ingest", "preprocess", "transcribe"):
+    for stage in ("ingest", "preprocess", "scenes", "transcribe"):
         media_pipeline.start(stage)
     analysis_pipeline.start("analyse")
     analysis_pipeline.start("synthesise")

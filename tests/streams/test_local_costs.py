@@ -1,7 +1,7 @@
 """Our own work is billed by its input, never by the time it took (invariant I2); the
 time it took is an operator's metric.
 
-The ingest, preprocess and transcribe handlers are called directly, without Kafka, on
+The ingest, preprocess, scenes and transcribe handlers are called directly, without Kafka, on
 the same talk twice, each handler's output feeding the next, with the real PostgreSQL
 and a blob store of the test's own: both runs must bill exactly the same lines, and
 those lines must be the media's probed length and the chunk's audio length. When the
@@ -26,6 +26,7 @@ from streams.ingest import ingest
 from streams.preprocess import preprocess
 from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, StageResult
+from streams.scenes import scenes
 from streams.transcribe import transcribe
 from telemetry.cpu import measure_cpu
 from tests.fixtures.media import GeneratedMedia
@@ -61,6 +62,8 @@ def _handle(
         return ingest(ctx.inbound, ctx, output_topic="ingested")
     if stage == "preprocess":
         return preprocess(ctx.inbound, ctx, chunks_topic="chunks", ready_topic="ready")
+    if stage == "scenes":
+        return scenes(ctx.inbound, ctx, ready_topic="ready")
     return transcribe(ctx.inbound, ctx, ready_topic="ready")
 
 
@@ -75,8 +78,8 @@ def _bill(events: list[CostEvent]) -> list[tuple[Any, ...]]:
 def _process(
     settings: Settings, pool: Pool, blobs: BlobStore, video: Path
 ) -> tuple[list[CostEvent], Mapping[str, Any], Mapping[str, Any]]:
-    """One job of ``video`` through ingest, preprocess and the transcription of its first
-    chunk: the cost events, the MediaIngested value and the AudioChunk value."""
+    """One job of ``video`` through ingest, preprocess, scenes and the transcription of
+    its first chunk: the cost events, the MediaIngested value and the AudioChunk value."""
     job_id = f"job-{uuid.uuid4().hex[:12]}"
     source = blobs.put_file(video, f"uploads/{CUSTOMER}/{job_id}/talk.mp4")
     requested = {"job_id": job_id, "customer_id": CUSTOMER, "source_uri": source}
@@ -84,8 +87,14 @@ def _process(
     media = ingested.outputs[0].value
     preprocessed = _handle(settings, pool, blobs, "preprocess", media)
     chunk = preprocessed.outputs[0].value
+    found = _handle(settings, pool, blobs, "scenes", media)
     transcribed = _handle(settings, pool, blobs, "transcribe", chunk)
-    events = [*ingested.cost_events, *preprocessed.cost_events, *transcribed.cost_events]
+    events = [
+        *ingested.cost_events,
+        *preprocessed.cost_events,
+        *found.cost_events,
+        *transcribed.cost_events,
+    ]
     return [dict(event) for event in events], media, chunk
 
 
@@ -96,7 +105,8 @@ def _cpu_counted(stage: str, provider: str, model: str) -> float:
 
 WORKED = (
     ("ingest", "local", "probe"),
-    ("preprocess", "local", "media"),
+    ("preprocess", "local", "audio"),
+    ("scenes", "local", "scenes"),
     ("transcribe", "local", "faster-whisper-tiny.en"),
 )
 
@@ -116,7 +126,8 @@ def test_the_same_talk_bills_the_same_lines_of_its_input(
     audio_seconds = round(float(chunk["end_seconds"]) - float(chunk["start_seconds"]), 3)
     local = {(e["stage"], e["model"]): (e["unit"], e["quantity"]) for e in first}
     assert local[("ingest", "probe")] == ("media_seconds", media_seconds)
-    assert local[("preprocess", "media")] == ("media_seconds", media_seconds)
+    assert local[("preprocess", "audio")] == ("media_seconds", media_seconds)
+    assert local[("scenes", "scenes")] == ("media_seconds", media_seconds)
     assert local[("transcribe", "faster-whisper-tiny.en")] == ("audio_seconds", audio_seconds)
     assert all(e["amount_usd_micros"] > 0 for e in first)
 

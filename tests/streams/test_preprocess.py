@@ -1,4 +1,5 @@
-"""Preprocess as a real worker on awkward but valid media."""
+"""Preprocess and scenes, the two branches after ingest, as real workers on awkward but
+valid media."""
 
 from __future__ import annotations
 
@@ -21,10 +22,11 @@ CASES = {
 def test_awkward_media_is_preprocessed(
     media_pipeline: MediaPipeline, generated_media: GeneratedMedia
 ) -> None:
-    """No audio: no chunks and an empty transcript at once; audio-only: chunks, no scenes."""
+    """No audio: no chunks, and an empty transcript once the scenes are stored;
+    audio-only: chunks, no scenes."""
     pipeline = media_pipeline
-    pipeline.start("ingest")
-    pipeline.start("preprocess")
+    for stage in ("ingest", "preprocess", "scenes"):
+        pipeline.start(stage)
     run = uuid.uuid4().hex[:8]
     jobs = {f"job-{run}-{name}": name for name in CASES}
     for job_id, name in jobs.items():

@@ -1,5 +1,8 @@
-"""Generated talks through ingest, preprocess and transcribe as real worker processes.
+"""Generated talks through ingest, preprocess, scenes and transcribe as real worker
+processes.
 
+A three-minute talk split into one-minute segments must come out as if whole: chunks
+that tile the timeline and meet between sentences, scenes matching the planted cuts.
 Two transcribe workers share a 20-minute talk's chunks; then one of them is stopped
 and the same talk is submitted again, so the one-worker transcript is compared to
 the two-worker one chunk by chunk.
@@ -7,9 +10,12 @@ the two-worker one chunk by chunk.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from sinks.blobs import BlobStore
 from sinks.scenes import job_scenes
@@ -19,6 +25,10 @@ from tests.inference.test_transcriber import wer
 from tests.media.test_scenes import match_cuts
 
 CHUNK_SECONDS = "30"
+# The three-minute talk in three segments (the last one takes the remainder).
+SEGMENT_SECONDS = "60"
+# The 20-minute talk in the default 300 s segments.
+SEGMENTS_OF_TWENTY = 4
 
 
 def chunks_of(pipeline: MediaPipeline, job_id: str) -> list[dict[str, object]]:
@@ -31,17 +41,26 @@ def test_talk_through_the_pipeline(
 ) -> None:
     pipeline = media_pipeline
     env = {"VI_CHUNK_SECONDS": CHUNK_SECONDS, "VI_CHUNK_SEARCH_SECONDS": "5"}
-    pipeline.start("ingest")
+    pipeline.start("ingest", VI_SEGMENT_SECONDS=SEGMENT_SECONDS)
     pipeline.start("preprocess", **env)
+    pipeline.start("scenes")
     pipeline.start("transcribe")
     pipeline.start("transcribe")
     shared = f"job-{uuid.uuid4().hex[:8]}-talk"
     pipeline.submit(shared, pipeline.upload(generated_media.video, shared), language="en")
 
     [ready] = pipeline.read("ready", 1, timeout=180)
+    segments = [m for m in pipeline.read("ingested", 3, timeout=5) if m["job_id"] == shared]
+    assert sorted(m["segment_index"] for m in segments) == [0, 1, 2]
+    assert {m["segment_count"] for m in segments} == {3}
     chunks = chunks_of(pipeline, shared)
     assert ready["job_id"] == shared
     assert ready["chunk_count"] == len(chunks) >= 6
+    assert {c["segment_index"] for c in chunks} == {0, 1, 2}
+    # The segments' chunks tile the video's audio: each ends where the next starts.
+    assert chunks[0]["start_seconds"] == 0.0
+    for before, after in itertools.pairwise(chunks):
+        assert before["end_seconds"] == after["start_seconds"], (before, after)
     text = " ".join(str(c["text"]) for c in chunks)
     assert ready["word_count"] == len(text.split())
     assert wer(generated_media.speech.text, text) <= 0.15
@@ -57,10 +76,12 @@ def test_twenty_minutes_shared_by_two_workers_equals_one_worker(
     media_pipeline: MediaPipeline, long_media: LongMedia
 ) -> None:
     pipeline = media_pipeline
-    pipeline.start("ingest")
+    pipeline.start("ingest")  # default segments of 300 s
     pipeline.start("preprocess")  # default chunks of about 60 s
+    pipeline.start("scenes")
     first = pipeline.start("transcribe")
     pipeline.start("transcribe")
+    pipeline.wait_for_members("transcribe", 2)  # else the first to join may take every chunk
     run = uuid.uuid4().hex[:8]
     shared, alone = f"job-{run}-two-workers", f"job-{run}-one-worker"
     pipeline.submit(shared, pipeline.upload(long_media.video, shared), language="en")
@@ -77,8 +98,8 @@ def test_twenty_minutes_shared_by_two_workers_equals_one_worker(
     one_worker = [(c["start_seconds"], c["text"]) for c in chunks_of(pipeline, alone)]
     assert one_worker == two_workers
     assert len(pipeline.read("ready", 3, timeout=8)) == 2
-    # Each job: ingest's probe, preprocess's media and blobs, one line per chunk.
-    costs = pipeline.read("costs", 2 * (3 + len(two_workers)), timeout=60)
+    # Each job: ingest's probe; per segment each branch's media and blobs; one line per chunk.
+    costs = pipeline.read("costs", 2 * (1 + 4 * SEGMENTS_OF_TWENTY + len(two_workers)), timeout=60)
     assert _bill(costs, alone) == _bill(costs, shared)  # the same talk, the same bill
 
 
@@ -141,12 +162,18 @@ def _assert_costs(pipeline: MediaPipeline, job_id: str, chunks: list[dict[str, o
         by_stage.setdefault(str(event["stage"]), []).append(event)
     assert len({e["event_id"] for e in events}) == len(events)  # no duplicates
     assert len(by_stage["transcribe"]) == len(chunks)
-    assert {e["unit"] for e in by_stage["preprocess"]} == {"media_seconds", "storage_bytes"}
+    for branch in ("preprocess", "scenes"):
+        assert {e["unit"] for e in by_stage[branch]} == {"media_seconds", "storage_bytes"}
     assert {e["model"] for e in by_stage["transcribe"]} == {"faster-whisper-tiny.en"}
-    # Local work is billed by its input: the media's probed length, each chunk's audio.
+    # Local work is billed by its input: the media's probed length (each branch per
+    # segment, adding up to it), each chunk's audio.
     [probe] = by_stage["ingest"]
-    [media] = [e for e in by_stage["preprocess"] if e["unit"] == "media_seconds"]
-    assert (probe["unit"], probe["quantity"]) == ("media_seconds", media["quantity"])
+    assert probe["unit"] == "media_seconds"
+    for branch in ("preprocess", "scenes"):
+        billed = [
+            float(str(e["quantity"])) for e in by_stage[branch] if e["unit"] == "media_seconds"
+        ]
+        assert sum(billed) == pytest.approx(float(str(probe["quantity"])), abs=0.002), branch
     spans = [
         round(float(str(c["end_seconds"])) - float(str(c["start_seconds"])), 3) for c in chunks
     ]

@@ -17,13 +17,15 @@ from topics.catalogue import (
 # The topic table of DESIGN.md: topic -> (key, value schema).
 DESIGN_TOPICS = {
     "vi.jobs.requested": ("job_id", "JobRequested"),
-    "vi.media.ingested": ("job_id", "MediaIngested"),
-    "vi.audio.chunks": ("job_id:chunk", "AudioChunk"),
+    "vi.media.ingested": ("job_id:segment", "MediaIngested"),
+    "vi.audio.chunks": ("job_id:segment:chunk", "AudioChunk"),
     "vi.transcripts.ready": ("job_id", "TranscriptReady"),
     "vi.analysis.done": ("job_id", "AnalysisDone"),
     "vi.jobs.completed": ("job_id", "JobCompleted"),
     "vi.costs": ("customer_id", "CostEvent"),
 }
+# Every stage of the design; preprocess (audio) and scenes are two branches on one topic.
+DESIGN_STAGES = ("ingest", "preprocess", "scenes", "transcribe", "analyse", "synthesise", "notify")
 
 
 def test_every_topic_of_the_design_is_in_the_catalogue_with_its_key_and_schema() -> None:
@@ -34,7 +36,7 @@ def test_every_topic_of_the_design_is_in_the_catalogue_with_its_key_and_schema()
 
 
 def test_every_stage_has_a_long_lived_dead_letter_topic() -> None:
-    for stage in ("ingest", "preprocess", "transcribe", "analyse", "synthesise", "notify"):
+    for stage in DESIGN_STAGES:
         spec = spec_for(dlq_topic(stage))
         assert spec.name == f"vi.{stage}.dlq" == STAGES[stage].dlq_topic
         assert spec.value_schema == "DeadLetter"

@@ -1,7 +1,7 @@
 # The REST ingestion gateway under `make up`: `vidinsight gateway` on
 # 127.0.0.1:$VI_GATEWAY_PORT (8000), healthy once /healthz answers, with its Prometheus
 # metrics on a port of their own: GATEWAY_METRICS_PORT, the one after the cost
-# aggregator's, VI_METRICS_PORT_BASE (9101) + 7 = 9108. Sourced by stack.sh (add_service,
+# aggregator's, VI_METRICS_PORT_BASE (9101) + 8 = 9109. Sourced by stack.sh (add_service,
 # spawn, port_in_use); prepare_platform and GATEWAY_METRICS_PORT come from platform.sh,
 # sourced in the same pass and used only when the service starts. `stack.sh with` (make test)
 # starts the infrastructure only, so tests run their own gateways.

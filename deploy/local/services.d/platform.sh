@@ -6,11 +6,11 @@
 #
 # Each process serves Prometheus metrics on its own port, so a scrape configuration can
 # name them: VI_METRICS_PORT_BASE (9101) + the stage's position below for the workers
-# (+0..+5), +6 for the cost aggregator, +7 for the gateway (gateway.sh).
+# (+0..+6), +7 for the cost aggregator, +8 for the gateway (gateway.sh).
 #
 # VI_STAGE_REPLICAS (e.g. preprocess=2,transcribe=2; default: one worker per stage) runs
 # more workers of a stage, in its consumer group: worker-STAGE-2 ... worker-STAGE-N, with
-# metrics ports after the gateway's (+8, +9 ...) in the order of the stages below, so
+# metrics ports after the gateway's (+9, +10 ...) in the order of the stages below, so
 # the ports above never move. VI_WORKER_KAFKA_BOOTSTRAP gives the stage workers (not the
 # gateway, the aggregator or the setup) another bootstrap, such as a fault-injecting proxy.
 
@@ -25,7 +25,7 @@ export VI_KAFKA_BOOTSTRAP VI_REGISTRY_URL VI_DATABASE_URL
 # shellcheck disable=SC2034 # read by the start functions define_worker writes with eval
 WORKER_KAFKA_BOOTSTRAP="${VI_WORKER_KAFKA_BOOTSTRAP:-$VI_KAFKA_BOOTSTRAP}"
 VI_BIN="$REPO_ROOT/.venv/bin/vidinsight"
-PLATFORM_STAGES=(ingest preprocess transcribe analyse synthesise notify)
+PLATFORM_STAGES=(ingest preprocess scenes transcribe analyse synthesise notify)
 COSTS_METRICS_PORT=$((VI_METRICS_PORT_BASE + ${#PLATFORM_STAGES[@]}))
 GATEWAY_METRICS_PORT=$((COSTS_METRICS_PORT + 1))
 

@@ -20,11 +20,11 @@ if [ "${VI_STACK_PLATFORM:-1}" = 1 ] && [ -x "$VI_PROMETHEUS_BIN" ]; then
     add_service prometheus
 fi
 
-# The committed scrape configuration with this stack's ports: 9101..9108 become
-# VI_METRICS_PORT_BASE + 0..7 (markers first, so a moved base cannot rewrite a port twice).
+# The committed scrape configuration with this stack's ports: 9101..9109 become
+# VI_METRICS_PORT_BASE + 0..8 (markers first, so a moved base cannot rewrite a port twice).
 render_prometheus_config() {
-    local offset script=(-e "s#127\.0\.0\.1:910\([1-8]\)#127.0.0.1:@METRICS\1@#g")
-    for offset in 0 1 2 3 4 5 6 7; do
+    local offset script=(-e "s#127\.0\.0\.1:910\([1-9]\)#127.0.0.1:@METRICS\1@#g")
+    for offset in 0 1 2 3 4 5 6 7 8; do
         script+=(-e "s#@METRICS$((offset + 1))@#$((VI_METRICS_PORT_BASE + offset))#g")
     done
     script+=(-e "s#^\(  *- \)alerts\.yml\$#\1$PROMETHEUS_SOURCE/alerts.yml#")
