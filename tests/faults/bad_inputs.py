@@ -435,7 +435,7 @@ def dead_lettered(
     found: dict[Letter, dict[str, str]] = {}
     deadline = time.monotonic() + timeout
     while True:
-        for message in _read_to_end(bootstrap, sorted(stage_of_dlq)):
+        for message in read_to_end(bootstrap, sorted(stage_of_dlq)):
             headers = header_map(message.headers())
             position = (
                 headers.get("vi-original-topic", ""),
@@ -471,7 +471,7 @@ def blocking(bootstrap: str, injected: Sequence[Position]) -> list[Letter]:
     return behind
 
 
-def _read_to_end(bootstrap: str, topics: Sequence[str]) -> Iterator[Message]:
+def read_to_end(bootstrap: str, topics: Sequence[str]) -> Iterator[Message]:
     """Every message of ``topics`` from the start to the end they have now, no group."""
     consumer = Consumer(
         {

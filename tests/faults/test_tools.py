@@ -424,8 +424,9 @@ def test_platform_groups_are_the_stage_workers_and_the_cost_aggregator(
     groups = platform_groups(settings)
     assert groups["vi.ingest"] == "vi.jobs.requested"
     assert groups["vi.analyse"] == "vi.transcripts.ready"
+    assert groups["vi.preprocess"] == groups["vi.scenes"] == "vi.media.ingested"
     assert groups[settings.costs_app_id] == (settings.costs_input_topic or "vi.costs")
-    assert len(groups) == 7
+    assert len(groups) == 8  # seven stages and the aggregator
 
 
 def test_lag_monitor_records_an_unreachable_broker_as_gaps() -> None:

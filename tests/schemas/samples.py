@@ -26,6 +26,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "video": {"codec": "h264", "width": 1920, "height": 1080, "fps": 29.97},
         "audio": {"codec": "aac", "sample_rate": 48_000, "channels": 2},
         "ingested_at_ms": 1_767_225_700_000,
+        "segment_index": 2,
+        "segment_count": 18,
+        "segment_start_seconds": 600.0,
+        "segment_end_seconds": 900.0,
     },
     "AudioChunk": {
         "job_id": "job-0001",
@@ -37,6 +41,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "end_seconds": 240.5,
         "duration_seconds": 5_400.25,
         "language": "en",
+        "segment_index": 0,
     },
     "TranscriptReady": {
         "job_id": "job-0001",
