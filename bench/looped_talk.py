@@ -163,3 +163,30 @@ def build_looped_talk(root: Path, minutes: float) -> LoopedTalk:
         generation_seconds=float(truth["generation_seconds"]),
         cached=cached,
     )
+
+
+def clip_starts(count: int, seconds: float, source_seconds: float) -> list[float]:
+    """Where each clip begins: one after the other through the source, then round again."""
+    distinct = max(1, int((source_seconds - seconds) // seconds) + 1)
+    return [(index % distinct) * seconds for index in range(count)]
+
+
+def build_clips(root: Path, count: int, seconds: float) -> list[Path]:
+    """``count`` clips of ``seconds`` cut from the cycle-long talk (speech over scenes),
+    each from its own stretch while there are stretches left, so the jobs are not copies
+    of one file. Re-encoded at the talk's settings, so each opens on a keyframe; built
+    once, cached beside the talk and shared by batches of any size."""
+    talk = build_looped_talk(root, CYCLE_SECONDS / 60)
+    folder = talk.video.parent / f"clips-{seconds:g}s"
+    clips: list[Path] = []
+    for start in clip_starts(count, seconds, talk.seconds):
+        clip = folder / f"clip-{start:g}.mp4"
+        if not clip.exists():
+            with built_in_place(clip, folder=False) as partial:
+                run_ffmpeg(
+                    ["-ss", str(start), "-i", str(talk.video), "-t", str(seconds),
+                     "-c:v", "libx264", "-preset", "veryfast", "-crf", "28", "-g", str(FPS * 2),
+                     "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", str(partial)]
+                )  # fmt: skip
+        clips.append(clip)
+    return clips
