@@ -1,13 +1,14 @@
 """Scene-cut detection on downscaled grey frames, and the sharpest frame of each scene.
 
-FFmpeg decodes the video (multi-threaded) and scales every frame to a thumbnail-sized
-grey image in the same process, so Python only ever sees a few thousand pixels per
-frame and the pass runs near the speed of a plain decode. ``showinfo`` reports each
-frame's timestamp, so variable frame rate is handled. A cut is a frame whose mean
-absolute difference from the previous one is both large and far above the
-differences around it, so motion inside a scene (steady, moderate differences) is
-not mistaken for a cut. The keyframe of a scene is its sharpest frame by variance of
-the Laplacian; only those few frames are then decoded again (``media.keyframes``).
+FFmpeg decodes the video and scales every frame to a thumbnail-sized grey image in the
+same process, so Python only ever sees a few thousand pixels per frame; the decoder
+skips what the decision does not need (``grey_frames``), so the pass takes under half
+the CPU of a plain decode. ``showinfo`` reports each frame's timestamp, so variable
+frame rate is handled. A cut is a frame whose mean absolute difference from the previous
+one is both large and far above the differences around it, so motion inside a scene
+(steady, moderate differences) is not mistaken for a cut. The keyframe of a scene is
+its sharpest frame by variance of the Laplacian; only those few frames are then decoded
+again (``media.keyframes``).
 
 Every step takes an optional ``deadline`` (a ``time.monotonic()`` instant): FFmpeg is
 killed when it passes, and the Python loops over frames check it, so a hostile file
@@ -58,6 +59,12 @@ LOCAL_WINDOW_FRAMES = 8
 # side and decoded again, at worst up to the whole file.
 CONTEXT_SECONDS = 10.0
 WIDEN = 4.0
+# One decoding thread and one filtering thread. The scene branch's parallelism is its
+# workers and segments, each worker on one core (its pod's CPU limit), while FFmpeg's
+# automatic count is the node's cores plus one: frame threads decode the same frames for
+# about a sixth more CPU, and filter threads add about as much CPU as scaling frames
+# this small does (bench/media.py part S).
+_SINGLE_THREADED = ["-threads", "1", "-filter_threads", "1"]
 _PTS_TIME = re.compile(rb"pts_time:\s*(-?[0-9.eE+-]+)")
 _PTS = re.compile(rb"\bpts:\s*(-?[0-9]+)\s")
 # What FFmpeg logs when a decoder refuses a picture over its -max_pixels.
@@ -145,7 +152,11 @@ def grey_frames(
     ``fast_decode`` skips the deblocking filter (invisible once a frame is scaled down
     to a thumbnail) and frames no other frame refers to (B-frames, usually): a cut on
     such a frame is then seen on the next decoded one, a few frames (well under the
-    0.5 s the issue allows) later, for about a third less decoding.
+    0.5 s the issue allows) later, for less than half the decoding. Nothing more can be
+    skipped safely: a reference B-frame may be a P-frame's reference (x264 above
+    ``veryfast``), HEVC codes most frames as B, and keyframes alone place a cut wherever
+    the encoder put the next one, seconds late without scene-cut keyframes. Scaling is
+    ``area``: point-like scalers alias fine detail into differences that look like cuts.
 
     With ``max_pixels`` the decoder refuses bigger pictures unallocated and the frames
     end in PermanentError(picture_too_large). FFmpeg is killed at ``deadline``
@@ -153,7 +164,8 @@ def grey_frames(
     """
     width, height = size
     skips = ["-skip_loop_filter:v", "all", "-skip_frame:v", "noref"] if fast_decode else []
-    decoding = skips if max_pixels is None else [*skips, "-max_pixels", str(max_pixels)]
+    limits = [] if max_pixels is None else ["-max_pixels", str(max_pixels)]
+    decoding = [*_SINGLE_THREADED, *skips, *limits]
     window, shift = [], ""
     if seek_seconds > 0:
         window = ["-copyts", "-ss", f"{seek_seconds:.6f}"]
