@@ -14,26 +14,23 @@ from typing import Any
 from sinks.db import Connection
 from sinks.join import JoinState
 from sinks.transcripts import job_chunks
-from streams.runtime.stage import Output
+from streams.runtime.stage import Inbound, Output
 
 # The language of a job whose media has no speech to detect one in.
 UNDETERMINED = "und"
 
 
 def ready_outputs(
-    conn: Connection,
-    state: JoinState,
-    *,
-    job_id: str,
-    customer_id: str | None,
-    duration_seconds: float,
-    ready_topic: str,
+    conn: Connection, state: JoinState, inbound: Inbound, ready_topic: str
 ) -> list[Output]:
-    """The TranscriptReady to produce when ``state`` completes the join, else nothing."""
+    """The TranscriptReady to produce when ``state``, recorded for ``inbound``, completes
+    the join, else nothing (every message of a job carries the video's duration)."""
     if not state.ready:
         return []
-    return [Output(ready_topic, "TranscriptReady", job_id,
-                   transcript_ready(conn, job_id, customer_id, duration_seconds))]  # fmt: skip
+    value = transcript_ready(
+        conn, inbound.job_id, inbound.customer_id, float(inbound.value["duration_seconds"])
+    )
+    return [Output(ready_topic, "TranscriptReady", inbound.job_id, value)]
 
 
 def transcript_ready(

@@ -15,6 +15,8 @@ from typing import Any
 
 from media.segments import Segment
 from sinks.blobs import BlobStore
+from streams.runtime.context import HandlerContext
+from streams.runtime.stage import Inbound
 from vidinsight.settings import Settings
 
 
@@ -48,4 +50,17 @@ def segment_of(value: Mapping[str, Any]) -> Segment:
         count=int(value.get("segment_count") or 1),
         start_seconds=float(value.get("segment_start_seconds") or 0.0),
         end_seconds=None if end is None else float(end),
+    )
+
+
+def media_work(ctx: HandlerContext, inbound: Inbound, media: Path) -> MediaWork:
+    """The work a branch's handler does on the segment ``inbound`` is for, in ``media``."""
+    return MediaWork(
+        settings=ctx.settings,
+        blobs=ctx.blobs,
+        job_id=inbound.job_id,
+        media=media,
+        ingested_seconds=float(inbound.value["duration_seconds"]),
+        segment=segment_of(inbound.value),
+        deadline=ctx.deadline,
     )

@@ -29,7 +29,7 @@ from media.chunking import (
 from sinks.jobs import get_job
 from sinks.join import AUDIO, record_part
 from streams.join import ready_outputs
-from streams.media_work import MediaWork, segment_of
+from streams.media_work import MediaWork, media_work
 from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Output, Stage, StageResult, on_topics
 from telemetry.cpu import measure_cpu
@@ -93,31 +93,16 @@ def preprocess(
     millisecond), not by the time it took: the same media costs the same in every run.
     """
     value = inbound.value
-    segment = segment_of(value)
     with ctx.blobs.local_path(str(value["media_uri"])) as media:
-        work = MediaWork(
-            settings=ctx.settings,
-            blobs=ctx.blobs,
-            job_id=inbound.job_id,
-            media=media,
-            ingested_seconds=float(value["duration_seconds"]),
-            segment=segment,
-            deadline=ctx.deadline,
-        )
+        work = media_work(ctx, inbound, media)
+        segment = work.segment
         chunks: list[StoredChunk] = []
         if value["has_audio"]:
             with measure_cpu(ctx.stage, "local", "audio"), tempfile.TemporaryDirectory() as tmp:
                 chunks = cut_audio(work, Path(tmp))
     with ctx.transaction() as conn:
         state = record_part(conn, inbound.job_id, AUDIO, segment.index, segment.count, len(chunks))
-        announced = ready_outputs(
-            conn,
-            state,
-            job_id=inbound.job_id,
-            customer_id=inbound.customer_id,
-            duration_seconds=float(value["duration_seconds"]),
-            ready_topic=ready_topic,
-        )
+        announced = ready_outputs(conn, state, inbound, ready_topic)
     language = language_hint(ctx, inbound.job_id) if chunks else None
     outputs = [
         Output(chunks_topic, "AudioChunk", f"{inbound.job_id}:{segment.index}:{span.index}",

@@ -20,7 +20,7 @@ from media.scenes import detect_scenes
 from sinks.join import SCENES, record_part
 from sinks.scenes import save_scene_pieces
 from streams.join import ready_outputs
-from streams.media_work import MediaWork, segment_of
+from streams.media_work import MediaWork, media_work
 from streams.runtime.context import HandlerContext
 from streams.runtime.stage import Inbound, Stage, StageResult, on_topics
 from telemetry.cpu import measure_cpu
@@ -79,33 +79,18 @@ def scenes(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> StageResu
     not by the time it took: the same media costs the same in every run.
     """
     value = inbound.value
-    segment = segment_of(value)
     pieces: list[dict[str, Any]] = []
     stored = 0
     with ctx.blobs.local_path(str(value["media_uri"])) as media:
-        work = MediaWork(
-            settings=ctx.settings,
-            blobs=ctx.blobs,
-            job_id=inbound.job_id,
-            media=media,
-            ingested_seconds=float(value["duration_seconds"]),
-            segment=segment,
-            deadline=ctx.deadline,
-        )
+        work = media_work(ctx, inbound, media)
+        segment = work.segment
         if value["has_video"]:
             with measure_cpu(ctx.stage, "local", "scenes"):
                 pieces, stored = find_scenes(work)
     with ctx.transaction() as conn:
         save_scene_pieces(conn, inbound.job_id, segment.index, pieces)
         state = record_part(conn, inbound.job_id, SCENES, segment.index, segment.count)
-        outputs = ready_outputs(
-            conn,
-            state,
-            job_id=inbound.job_id,
-            customer_id=inbound.customer_id,
-            duration_seconds=float(value["duration_seconds"]),
-            ready_topic=ready_topic,
-        )
+        outputs = ready_outputs(conn, state, inbound, ready_topic)
     seconds = work.segment_seconds
     costs: list[Mapping[str, Any]] = [
         ctx.cost(f"scenes{segment.index}", "local", "scenes", "media_seconds", seconds)

@@ -62,14 +62,7 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
             segments=transcript.segments_json(),
             language=transcript.language,
         )
-        outputs = ready_outputs(
-            conn,
-            state,
-            job_id=inbound.job_id,
-            customer_id=inbound.customer_id,
-            duration_seconds=float(chunk["duration_seconds"]),
-            ready_topic=ready_topic,
-        )
+        outputs = ready_outputs(conn, state, inbound, ready_topic)
     log.info(
         "chunk transcribed",
         extra={
