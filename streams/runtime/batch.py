@@ -482,7 +482,11 @@ class BatchProcessor:
                 )
             )
         except Exception as exc:  # bookkeeping only: the message is redelivered anyway
-            log.warning("could not take back an interrupted attempt: %s", exc)
+            log.warning(
+                "could not take back an interrupted attempt: %s",
+                exc,
+                extra={"reason": classify(exc)[1]},
+            )
 
     # -- storing -------------------------------------------------------------------
 

@@ -122,9 +122,11 @@ def _record(conn: psycopg.Connection[Any], job_id: str, names: dict[str, str]) -
         transcript=neutral(
             _rows(
                 conn,
-                "SELECT * FROM chunk_transcripts WHERE job_id = %s ORDER BY chunk_index",
+                "SELECT * FROM chunk_transcripts WHERE job_id = %s"
+                " ORDER BY segment_index, chunk_index",
                 job_id,
             ),
+            "segment_index",
             "chunk_index",
             "chunk_count",
             "start_seconds",
@@ -134,11 +136,17 @@ def _record(conn: psycopg.Connection[Any], job_id: str, names: dict[str, str]) -
             "language",
         ),
         scenes=neutral(
-            _rows(conn, "SELECT * FROM scenes WHERE job_id = %s ORDER BY scene_index", job_id),
+            _rows(
+                conn,
+                "SELECT * FROM scenes WHERE job_id = %s ORDER BY segment_index, scene_index",
+                job_id,
+            ),
+            "segment_index",
             "scene_index",
             "start_seconds",
             "end_seconds",
             "keyframe_uri",
+            "opens_with_cut",
         ),
         analysis=neutral(analysis, "document", "model", "prompt_version"),
         insights=neutral(insights, "document", "schema_version", "captions_vtt", "captions_srt"),
