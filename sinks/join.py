@@ -4,8 +4,9 @@ scenes, each recorded per time segment; the analysis may start once both are who
 Every recording takes the job's advisory lock and reads the join's state in the same
 transaction, so of two parts recorded at the same moment the later one always sees
 both and is the one that finds the job ready; without the lock each could miss the
-other's uncommitted row and the job would never be announced. A redelivered part may
-find the job ready again and announce it twice: the next stage is idempotent.
+other's uncommitted row and the job would never be announced. A part redelivered
+after that also finds the job ready: ``claim_announcement`` lets only the run that
+first found it ready announce it (again, if that run itself is redelivered).
 """
 
 from __future__ import annotations
@@ -84,3 +85,16 @@ def join_state(conn: Connection, job_id: str) -> JoinState:
         chunks_expected=int(row["expected"]),
         chunks_transcribed=int(row["transcribed"]),
     )
+
+
+def claim_announcement(conn: Connection, job_id: str, run: str) -> bool:
+    """Whether ``run`` (stage and message key) announces the joined job: the first run to
+    ask claims it, and only that run's redeliveries are told yes again. Call under the
+    job's lock, once its join is ready."""
+    row = conn.execute(
+        "INSERT INTO job_joins (job_id, announced_by) VALUES (%s, %s)"
+        " ON CONFLICT (job_id) DO UPDATE SET job_id = EXCLUDED.job_id"
+        " RETURNING announced_by",
+        (job_id, run),
+    ).fetchone()
+    return row is not None and row["announced_by"] == run

@@ -1,9 +1,11 @@
 """Announcing a job ready for analysis once its branches are joined.
 
 The audio branch (preprocess cuts a segment, transcribe records each chunk) and the
-scenes branch record their parts in PostgreSQL (``sinks.join``); whichever recording
+scenes branch record their parts in PostgreSQL (``sinks.join``); the recording that
 completes the join announces TranscriptReady, computed from what is stored, so it
-says the same whichever branch, and whichever redelivery, announces it.
+says the same whichever branch announces it. A part redelivered later finds the job
+ready too, but the announcement was claimed by the first run: only that run, if it
+is redelivered itself, announces again.
 """
 
 from __future__ import annotations
@@ -12,20 +14,24 @@ import time
 from typing import Any
 
 from sinks.db import Connection
-from sinks.join import JoinState
+from sinks.join import JoinState, claim_announcement
 from sinks.transcripts import job_chunks
-from streams.runtime.stage import Inbound, Output
+from streams.runtime.context import HandlerContext
+from streams.runtime.stage import Output
 
 # The language of a job whose media has no speech to detect one in.
 UNDETERMINED = "und"
 
 
 def ready_outputs(
-    conn: Connection, state: JoinState, inbound: Inbound, ready_topic: str
+    conn: Connection, state: JoinState, ctx: HandlerContext, ready_topic: str
 ) -> list[Output]:
-    """The TranscriptReady to produce when ``state``, recorded for ``inbound``, completes
-    the join, else nothing (every message of a job carries the video's duration)."""
-    if not state.ready:
+    """The TranscriptReady to produce when ``state``, recorded by this handler call,
+    completes the join and this run claims the announcement, else nothing (every message
+    of a job carries the video's duration)."""
+    inbound = ctx.inbound
+    run = f"{ctx.stage}:{inbound.key}"  # a redelivery of this message is the same run
+    if not state.ready or not claim_announcement(conn, inbound.job_id, run):
         return []
     value = transcript_ready(
         conn, inbound.job_id, inbound.customer_id, float(inbound.value["duration_seconds"])

@@ -102,7 +102,7 @@ def preprocess(
                 chunks = cut_audio(work, Path(tmp))
     with ctx.transaction() as conn:
         state = record_part(conn, inbound.job_id, AUDIO, segment.index, segment.count, len(chunks))
-        announced = ready_outputs(conn, state, inbound, ready_topic)
+        announced = ready_outputs(conn, state, ctx, ready_topic)
     language = language_hint(ctx, inbound.job_id) if chunks else None
     outputs = [
         Output(chunks_topic, "AudioChunk", f"{inbound.job_id}:{segment.index}:{span.index}",

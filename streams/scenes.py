@@ -90,7 +90,7 @@ def scenes(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> StageResu
     with ctx.transaction() as conn:
         save_scene_pieces(conn, inbound.job_id, segment.index, pieces)
         state = record_part(conn, inbound.job_id, SCENES, segment.index, segment.count)
-        outputs = ready_outputs(conn, state, inbound, ready_topic)
+        outputs = ready_outputs(conn, state, ctx, ready_topic)
     seconds = work.segment_seconds
     costs: list[Mapping[str, Any]] = [
         ctx.cost(f"scenes{segment.index}", "local", "scenes", "media_seconds", seconds)

@@ -62,7 +62,7 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
             segments=transcript.segments_json(),
             language=transcript.language,
         )
-        outputs = ready_outputs(conn, state, inbound, ready_topic)
+        outputs = ready_outputs(conn, state, ctx, ready_topic)
     log.info(
         "chunk transcribed",
         extra={

@@ -66,6 +66,21 @@ def test_the_join_is_ready_at_its_last_part_in_any_order(db: Connection) -> None
         assert parts[order[0]](job_id).ready  # a redelivery announces again
 
 
+def test_only_the_run_that_completed_the_join_announces_it(db: Connection) -> None:
+    """A part redelivered after the join (its worker killed before the message was marked
+    done) finds the job ready too; it must not announce a second time, while the run
+    that claimed the announcement, redelivered itself, announces again."""
+    job_id = f"job_{uuid.uuid4().hex}"
+    join.record_part(db, job_id, join.AUDIO, 0, 1, chunk_count=2)
+    join.record_part(db, job_id, join.SCENES, 0, 1)
+    _record(db, job_id, 0)
+    assert _record(db, job_id, 1).ready
+    assert join.claim_announcement(db, job_id, "transcribe:job:0:1")
+    assert _record(db, job_id, 0).ready  # the first chunk, redelivered
+    assert not join.claim_announcement(db, job_id, "transcribe:job:0:0")
+    assert join.claim_announcement(db, job_id, "transcribe:job:0:1")
+
+
 def test_two_last_parts_landing_together_still_complete_the_join(db_pool: Pool) -> None:
     job_id = f"job_{uuid.uuid4().hex}"
     with transaction(db_pool) as conn:
