@@ -26,6 +26,7 @@ from media.chunking import (
     border_window,
     plan_segment_chunks,
 )
+from sinks.db import Connection
 from sinks.jobs import get_job
 from sinks.join import AUDIO, record_part
 from streams.join import ready_outputs
@@ -103,7 +104,7 @@ def preprocess(
     with ctx.transaction() as conn:
         state = record_part(conn, inbound.job_id, AUDIO, segment.index, segment.count, len(chunks))
         announced = ready_outputs(conn, state, ctx, ready_topic)
-    language = language_hint(ctx, inbound.job_id) if chunks else None
+        language = language_hint(conn, inbound.job_id) if chunks else None
     outputs = [
         Output(chunks_topic, "AudioChunk", f"{inbound.job_id}:{segment.index}:{span.index}",
                audio_chunk(inbound, segment.index, span, uri, len(chunks), language))
@@ -119,10 +120,9 @@ def preprocess(
     return StageResult(outputs=outputs + announced, cost_events=costs)
 
 
-def language_hint(ctx: HandlerContext, job_id: str) -> str | None:
+def language_hint(conn: Connection, job_id: str) -> str | None:
     """The job's ``language`` option: MediaIngested does not carry the job's options."""
-    with ctx.transaction() as conn:
-        job = get_job(conn, job_id)
+    job = get_job(conn, job_id)
     options = (job or {}).get("options") or {}
     language = options.get("language") if isinstance(options, Mapping) else None
     return str(language) if language else None
