@@ -235,6 +235,8 @@ class Settings(BaseSettings):
     # Tests only: comma-separated CIDRs the SSRF guard lets through (never in production).
     fetch_allowed_networks: str = ""
     # Preprocess: audio chunks cut in a silence within chunk_search_seconds of the target.
+    # 60 s measured best for transcription (bench/media.py --chunk-seconds 30 60 120:
+    # 49x, 58x, 53x real time at WER 5.9%, 5.6%, 5.7% on 2 cores).
     chunk_seconds: float = 60.0
     chunk_search_seconds: float = 10.0
     # Ingest splits media longer than this into segments of about this length, each
@@ -257,8 +259,17 @@ class Settings(BaseSettings):
     whisper_model: str = ""
     whisper_model_sha256: str = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
     whisper_compute_type: str = "int8"
-    whisper_cpu_threads: int = 2
-    whisper_beam_size: int = 1
+    # Threads of one transcription, and how many transcriptions run at once per worker
+    # (0: as many as the worker's cores hold, cores // whisper_cpu_threads, a container's
+    # CPU limit included), so threads x transcriptions = cores. VAD, features and word
+    # alignment run on one thread whatever the count: on 2 cores (60 s chunks, beam 2)
+    # two transcriptions of one thread each ran at 52x real time, one of two threads at
+    # 31x (interleaved runs of the bench/media.py setup).
+    whisper_cpu_threads: int = Field(default=1, ge=1)
+    whisper_workers: int = Field(default=0, ge=0)
+    # Beam 2: the smallest beam whose WER on the bench talk is no worse than that of
+    # faster-whisper's defaults (5.6% against 5.9%; greedy 6.3%), for ~10% more CPU.
+    whisper_beam_size: int = 2
     # Segments transcribed together by faster-whisper's batched pipeline (with its VAD);
     # 0: the plain sequential pipeline.
     whisper_batch_size: int = 8

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jiwer
 import pytest
 
+from inference import transcriber_whisper
 from inference.transcriber import Transcript, transcriber_from_settings
-from inference.transcriber_whisper import _TRANSCRIBING, verify_model
-from media.audio import SAMPLE_RATE_HZ, extract_audio, read_wav, write_wav
+from inference.transcriber_whisper import (
+    WhisperTranscriber,
+    concurrent_transcriptions,
+    verify_model,
+    worker_cores,
+)
+from media.audio import SAMPLE_RATE_HZ, copy_span, extract_audio, read_wav, write_wav
+from media.chunking import plan_chunks
 from tests.fixtures.media import GeneratedMedia
 from vidinsight.errors import PermanentError, StageTimeout
 from vidinsight.settings import Settings
@@ -41,6 +49,25 @@ def talk_transcript(settings: Settings, talk_wav: Path) -> Transcript:
     return transcriber_from_settings(settings).transcribe(talk_wav, "en")
 
 
+def whisper(settings: Settings, **update: object) -> WhisperTranscriber:
+    return WhisperTranscriber.from_settings(settings.model_copy(update=update))
+
+
+def words_misplaced(
+    transcript: Transcript, sentences: list[tuple[float, float, str]]
+) -> list[tuple[str, float]]:
+    """The words whose start is not within TIME_SLACK_SECONDS of a spoken sentence."""
+    return [
+        (w.text, w.start)
+        for s in transcript.segments
+        for w in s.words
+        if not any(
+            start - TIME_SLACK_SECONDS <= w.start <= end + TIME_SLACK_SECONDS
+            for start, end, _ in sentences
+        )
+    ]
+
+
 def test_word_error_rate_on_generated_speech(
     generated_media: GeneratedMedia, talk_transcript: Transcript
 ) -> None:
@@ -53,17 +80,9 @@ def test_word_error_rate_on_generated_speech(
 def test_word_times_fall_in_their_spoken_sentences(
     generated_media: GeneratedMedia, talk_transcript: Transcript
 ) -> None:
-    sentences = generated_media.speech.sentences
     words = [w for s in talk_transcript.segments for w in s.words]
     assert len(words) > 400
-    misplaced = [
-        (w.text, w.start)
-        for w in words
-        if not any(
-            start - TIME_SLACK_SECONDS <= w.start <= end + TIME_SLACK_SECONDS
-            for start, end, _ in sentences
-        )
-    ]
+    misplaced = words_misplaced(talk_transcript, generated_media.speech.sentences)
     assert len(misplaced) <= 0.02 * len(words), misplaced[:10]
 
 
@@ -103,22 +122,89 @@ def test_a_passed_deadline_transcribes_nothing(settings: Settings, talk_wav: Pat
 def test_a_deadline_passing_mid_transcription_stops_it(settings: Settings, talk_wav: Path) -> None:
     """The talk takes seconds to decode; the deadline, a second away, passes before its
     segments are drained, and the next segment raises instead of being kept."""
-    transcriber = transcriber_from_settings(settings)
+    transcriber = whisper(settings)
     deadline = time.monotonic() + 1.0
     with pytest.raises(StageTimeout):
         transcriber.transcribe(talk_wav, "en", deadline=deadline)
     assert time.monotonic() >= deadline
-    assert _TRANSCRIBING.acquire(blocking=False), "the model's turn was not given back"
-    _TRANSCRIBING.release()
+    turns = transcriber.loaded().turns
+    taken = sum(turns.acquire(blocking=False) for _ in range(transcriber.workers))
+    for _ in range(taken):
+        turns.release()
+    assert taken == transcriber.workers, "the model's turn was not given back"
 
 
 def test_waiting_for_the_model_is_bounded_by_the_deadline(
     settings: Settings, talk_wav: Path
 ) -> None:
-    """Another thread's transcription holds the model: this one waits only until its own
-    deadline, then gives up."""
-    transcriber = transcriber_from_settings(settings)
+    """Other threads' transcriptions hold every turn of the model: this one waits only
+    until its own deadline, then gives up."""
+    transcriber = whisper(settings, whisper_workers=2)
+    turns = transcriber.loaded().turns
+    for _ in range(transcriber.workers):
+        turns.acquire()
     deadline = time.monotonic() + 0.5
-    with _TRANSCRIBING, pytest.raises(StageTimeout, match="waiting for the model"):
-        transcriber.transcribe(talk_wav, "en", deadline=deadline)
+    try:
+        with pytest.raises(StageTimeout, match="waiting for the model"):
+            transcriber.transcribe(talk_wav, "en", deadline=deadline)
+    finally:
+        for _ in range(transcriber.workers):
+            turns.release()
     assert deadline <= time.monotonic() <= deadline + 3.0
+
+
+def test_chunks_transcribed_at_once_keep_their_own_words_and_times(
+    settings: Settings, generated_media: GeneratedMedia, talk_wav: Path, tmp_path: Path
+) -> None:
+    """The talk cut as preprocess cuts it (60 s chunks, at silences) and transcribed from
+    four handler threads with two turns, as a 2-core worker does: every chunk gets the
+    very words and times it gets alone (calls running at once share no state), within
+    the WER bound, and on the video's timeline once shifted by its start."""
+    transcriber = whisper(settings, whisper_workers=2)
+    spans = plan_chunks(talk_wav, target_seconds=60.0, search_seconds=10.0)
+    chunks = [
+        copy_span(talk_wav, s.start_sample, s.end_sample, tmp_path / f"{s.index}.wav")
+        for s in spans
+    ]
+    alone = [transcriber.transcribe(chunk, "en") for chunk in chunks]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        at_once = list(pool.map(lambda chunk: transcriber.transcribe(chunk, "en"), chunks))
+    assert len(chunks) >= 3
+    assert [t.segments_json() for t in at_once] == [t.segments_json() for t in alone]
+    on_timeline = [t.shifted(s.start_seconds) for t, s in zip(at_once, spans, strict=True)]
+    text = " ".join(t.text for t in on_timeline)
+    assert wer(generated_media.speech.text, text) <= MAX_WER, text[:200]
+    sentences = generated_media.speech.sentences
+    misplaced = [word for t in on_timeline for word in words_misplaced(t, sentences)]
+    words = sum(len(s.words) for t in on_timeline for s in t.segments)
+    assert len(misplaced) <= 0.02 * words, misplaced[:10]
+
+
+def test_two_transcriptions_run_at_once(settings: Settings, talk_wav: Path, tmp_path: Path) -> None:
+    """With two turns, a transcription proceeds while another holds the model's other turn
+    (the handler threads of a 2-core worker share one model)."""
+    transcriber = whisper(settings, whisper_workers=2)
+    chunk = copy_span(talk_wav, 0, 30 * SAMPLE_RATE_HZ, tmp_path / "chunk.wav")
+    with transcriber.loaded().turns:
+        transcript = transcriber.transcribe(chunk, "en", deadline=time.monotonic() + 60)
+    assert transcript.word_count > 40
+
+
+def test_transcriptions_at_once_match_the_cores(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads x transcriptions = the worker's cores, a container's CPU limit included."""
+    limit = tmp_path / "cpu.max"
+    monkeypatch.setattr(transcriber_whisper, "CPU_LIMIT_FILE", limit)
+    monkeypatch.setattr(transcriber_whisper.os, "sched_getaffinity", lambda _: set(range(16)))
+    assert worker_cores() == 16  # no cgroup v2 limit
+    limit.write_text("max 100000\n")
+    assert worker_cores() == 16
+    limit.write_text("150000 100000\n")
+    assert worker_cores() == 2
+    limit.write_text("400000 100000\n")
+    one_thread = settings.model_copy(update={"whisper_cpu_threads": 1, "whisper_workers": 0})
+    assert concurrent_transcriptions(one_thread) == 4
+    two_threads = one_thread.model_copy(update={"whisper_cpu_threads": 2})
+    assert concurrent_transcriptions(two_threads) == 2
+    assert concurrent_transcriptions(one_thread.model_copy(update={"whisper_workers": 3})) == 3
