@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 from bench.media import preprocess
+from bench.procfs import peak_rss_bytes
 from tests.fixtures.media import tiny_media
 from vidinsight.settings import REPO_ROOT, get_settings
 
@@ -65,10 +67,7 @@ def peak_rss_mb() -> float:
     is an upper bound for the same reason: it includes this process's RSS when it
     spawned them.)
     """
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    return peak_rss_bytes(os.getpid()) / (1024 * 1024)
 
 
 def measure(video: Path, seconds: float) -> dict[str, float]:
