@@ -28,6 +28,7 @@ from gateway.periodic import Periodic
 from schemas.codec import Codec
 from sinks.db import Pool, transaction
 from sinks.jobs import mark_many_published, mark_published, unpublished
+from streams.runtime.delivery import delivery_error
 from telemetry.logs import LIBRDKAFKA_LOGGER, intake_fields
 from vidinsight.errors import Reason, VidinsightError
 from vidinsight.settings import Settings
@@ -108,7 +109,8 @@ class Publisher:
             )
             return
 
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            err = delivery_error(err, msg)
             if err is None:
                 self._acked.put(job_id)
             else:
@@ -156,7 +158,8 @@ class Publisher:
         done = threading.Event()
         failures: list[str] = []
 
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            err = delivery_error(err, msg)
             if err is not None:
                 failures.append(err.str())
             done.set()

@@ -40,6 +40,7 @@ from sinks.blobs import BlobStore
 from sinks.db import Connection, Pool, transaction, translate_errors
 from streams.costs.events import CostEvent, costs_topic, priced_cost_event
 from streams.runtime.clients import make_producer
+from streams.runtime.delivery import delivery_error
 from vidinsight.errors import VidinsightError
 from vidinsight.settings import Settings
 
@@ -279,7 +280,8 @@ def _produce(
     """Produce the records keyed by customer; the event ids the broker acknowledged."""
     acked: list[str] = []
 
-    def on_delivery(event_id: str, err: KafkaError | None, _msg: Message) -> None:
+    def on_delivery(event_id: str, err: KafkaError | None, msg: Message) -> None:
+        err = delivery_error(err, msg)
         if err is None:
             acked.append(event_id)
         else:

@@ -7,7 +7,8 @@ paused) until it lands or the partition is taken away. A message the broker will
 take (too large, invalid, not authorised) is returned to the caller instead of being
 retried (judged alone first: the broker refuses the whole record batch it came in), and
 a fatal producer error (the idempotent producer's state is lost) replaces
-the producer, since a fatal producer refuses everything afterwards.
+the producer, since a fatal producer refuses everything afterwards. A success report
+without an offset is not taken for a delivery (``delivery_error``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from streams.runtime.backoff import backoff_seconds
 from streams.runtime.encoded import Encoded
 from streams.runtime.fence import Fence
+from vidinsight.errors import Reason
 
 log = logging.getLogger("vidinsight.runtime")
+
+UNCONFIRMED = "acknowledged without an offset: not known to be written"
 
 # Errors of the record itself, or of our right to write it: producing again cannot help.
 PERMANENT_CODES = frozenset(
@@ -38,6 +42,26 @@ PERMANENT_CODES = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
+
+
+def delivery_error(err: KafkaError | None, msg: Message) -> KafkaError | None:
+    """The report's error, a success without an offset counting as not delivered.
+
+    librdkafka's idempotent producer reports the earlier messages of a partition as
+    delivered when a later batch succeeds (an "implicit ack"), even when their own batch
+    failed with not-leader during a leader change and the broker took the later batch
+    across the gap, having no state for this producer on that partition yet. Such a
+    report has no offset, while every real append has one: the soak lost a job's
+    TranscriptReady this way across a broker restart. Producing again risks a
+    duplicate, which every consumer absorbs (run keys, event ids); never a loss.
+    """
+    if err is not None or msg.offset() is not None:
+        return err
+    log.warning(
+        "the broker acknowledged a message without an offset; not counted as delivered",
+        extra={"reason": Reason.BROKER_UNAVAILABLE, "detail": f"{msg.topic()}[{msg.partition()}]"},
+    )
+    return KafkaError(KafkaError._INCONSISTENT, UNCONFIRMED, retriable=True)
 
 
 class Producers:
@@ -74,7 +98,8 @@ class _Acks:
         self.failed: dict[int, KafkaError] = {}
 
     def callback(self, index: int) -> Callable[[KafkaError | None, Message], None]:
-        def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            err = delivery_error(err, msg)
             with self._lock:
                 self.pending -= 1
                 if err is not None:

@@ -1,13 +1,22 @@
 """A record the broker refuses for good is handed back at once, never produced again in a
-loop; the records beside it are delivered."""
+loop; the records beside it are delivered. A success report without an offset is not a
+delivery."""
 
 from __future__ import annotations
 
 import os
 import time
 
+from confluent_kafka import KafkaError, Message
+
 from streams.runtime.clients import make_producer
-from streams.runtime.delivery import Producers, deliver
+from streams.runtime.delivery import (
+    UNCONFIRMED,
+    Producers,
+    _is_permanent,
+    deliver,
+    delivery_error,
+)
 from streams.runtime.encoded import Encoded
 from streams.runtime.fence import Fence
 from tests.fixtures.kafka import consume_from, unique_topic
@@ -51,3 +60,19 @@ def test_a_record_over_the_topics_limit_is_refused_once_and_the_rest_delivered(
     assert time.monotonic() - began < 30
     delivered = consume_from(settings.kafka_bootstrap, spec.name, 3, timeout=10)
     assert [m.key() for m in delivered] == [b"small", b"small"]
+
+
+def test_a_success_report_without_an_offset_counts_as_not_delivered() -> None:
+    """librdkafka's "implicit ack" reports a message delivered without an offset when a
+    later batch succeeded; only a report with an offset is a known append."""
+    appended = Message(topic="vi.transcripts.ready", partition=1, offset=4)
+    implicit = Message(topic="vi.transcripts.ready", partition=1)
+    refused = KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION)
+
+    assert delivery_error(None, appended) is None
+    assert delivery_error(refused, implicit) is refused
+    unconfirmed = delivery_error(None, implicit)
+    assert unconfirmed is not None
+    assert unconfirmed.str() == UNCONFIRMED
+    assert not unconfirmed.fatal(), "the producer is kept"
+    assert not _is_permanent(unconfirmed), "the message is produced again"
