@@ -53,7 +53,7 @@ def naive_script(videos: Sequence[Path], folder: Path) -> dict[str, Any]:
     for video in videos:
         extract = ["-i", str(video), "-vn", "-ac", "1", "-ar", "16000", str(wav)]
         steps["ffmpeg audio"] += timed(partial(run_ffmpeg, extract))[0]
-        seconds, cuts = timed(partial(pyscenedetect_cuts, video))
+        seconds, cuts = timed(partial(pyscenedetect_cuts, video, "ContentDetector"))
         steps["ContentDetector"] += seconds
         seconds, text = timed(partial(whisper_text, model, wav))
         steps["faster-whisper"] += seconds

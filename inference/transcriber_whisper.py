@@ -23,6 +23,9 @@ from vidinsight.errors import PermanentError, Reason, StageTimeout, remaining_se
 from vidinsight.settings import Settings
 
 DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
+# Held while the model is looked up or loaded: handler threads asking at once would each
+# load a model of their own, with turns of their own, and run more calls than the cores.
+_LOADING = threading.Lock()
 # cgroup v2's CPU limit of this container (a Kubernetes CPU limit): "max" or quota and period.
 CPU_LIMIT_FILE = Path("/sys/fs/cgroup/cpu.max")
 
@@ -143,7 +146,8 @@ class WhisperTranscriber:
     def loaded(self) -> LoadedModel:
         """The model, loaded on first use and shared by every transcriber of this process
         with the same configuration (the handler threads of a worker)."""
-        return _load(str(self.model_dir), self.compute_type, self.cpu_threads, self.workers)
+        with _LOADING:
+            return _load(str(self.model_dir), self.compute_type, self.cpu_threads, self.workers)
 
     def transcribe(
         self, audio: Path, language: str | None = None, deadline: float | None = None

@@ -208,3 +208,12 @@ def test_transcriptions_at_once_match_the_cores(
     two_threads = one_thread.model_copy(update={"whisper_cpu_threads": 2})
     assert concurrent_transcriptions(two_threads) == 2
     assert concurrent_transcriptions(one_thread.model_copy(update={"whisper_workers": 3})) == 3
+
+
+def test_handler_threads_asking_at_once_share_one_model(settings: Settings) -> None:
+    """The first chunks of a job reach a fresh worker's handler threads together: they
+    must share one model and its turns, not each load one and run past the cores."""
+    transcriber = whisper(settings, whisper_workers=3)  # a configuration no other test loads
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        models = list(pool.map(lambda _: transcriber.loaded(), range(4)))
+    assert all(model is models[0] for model in models)
