@@ -7,6 +7,7 @@ the soak passes only when no check found a violation.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,9 @@ ENDED = ("completed", "failed", "cancelled")
 # The supervisor's own lines in a service's log (deploy/local/supervise.sh), not the service's.
 SUPERVISOR_LINE = "=== "
 JOB_FIELDS = ("job_id", "customer_id", "stage", "attempt")
+# Failure messages are counted by their start (what follows is often an id or a detail).
+MESSAGE_PREFIX = 80
+TOP_MESSAGES = 20
 
 
 def json_or_none(line: str) -> dict[str, object] | None:
@@ -89,8 +93,26 @@ def i4_logs(lines: list[tuple[str, str]]) -> Check:
         "not_json": not_json,
         "job_lines_missing_fields": incomplete,
         "failure_lines_without_reason": failures_without_reason,
+        **failures_survived(lines),
     }
     return check
+
+
+def failures_survived(lines: list[tuple[str, str]]) -> dict[str, Any]:
+    """Warning and error lines by reason and by message (the most frequent): what a run
+    that passed recovered from, since its logs are deleted with its stack."""
+    reasons: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    for _, line in lines:
+        record = json_or_none(line)
+        if record is None or record.get("level") not in ("error", "warning"):
+            continue
+        reasons[str(record.get("reason"))] += 1
+        messages[str(record.get("msg", ""))[:MESSAGE_PREFIX]] += 1
+    return {
+        "failure_lines_by_reason": dict(reasons.most_common()),
+        "failure_lines_by_message": dict(messages.most_common(TOP_MESSAGES)),
+    }
 
 
 # The spend tables the cost aggregator keeps; each must sum to the ledger per customer.

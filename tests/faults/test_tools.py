@@ -4,6 +4,7 @@ session's Kafka."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ from inference.extractive import extract_insights
 from inference.insight_schema import Insights
 from inference.prompts.transcript import Segment, TranscriptText, render_transcript
 from tests.faults.burst import fire_burst
+from tests.faults.invariants import MESSAGE_PREFIX, i4_logs
 from tests.faults.lag import GroupSeries, LagMonitor, Sample, Stall, platform_groups
 from tests.faults.llm_server import LlmServer, token_count
 from tests.faults.proxy import TcpProxy
@@ -439,3 +441,24 @@ def test_lag_monitor_records_an_unreachable_broker_as_gaps() -> None:
         monitor.stop()
     summary = monitor.summary()["groups"][group]
     assert summary["samples"] == summary["gaps"] and summary["longest_stall"] is None
+
+
+def _log(level: str, msg: str, reason: str | None = None) -> str:
+    return json.dumps({"level": level, "msg": msg, "reason": reason})
+
+
+def test_log_check_counts_the_failures_a_run_survived_by_reason_and_message() -> None:
+    """A run that passes deletes its logs: I4 keeps what it recovered from as figures."""
+    unconfirmed = "the broker acknowledged a message without an offset; not counted as delivered"
+    lines = [
+        ("worker-transcribe", _log("warning", unconfirmed, "broker_unavailable")),
+        ("worker-analyse", _log("warning", unconfirmed, "broker_unavailable")),
+        ("gateway", _log("error", "commit failed: x", "database_unavailable")),
+        ("gateway", _log("info", "started")),
+    ]
+    figures = i4_logs(lines).report()
+    assert figures["holds"]
+    by_reason = figures["failure_lines_by_reason"]
+    assert by_reason == {"broker_unavailable": 2, "database_unavailable": 1}
+    assert figures["failure_lines_by_message"][unconfirmed[:MESSAGE_PREFIX]] == 2
+    assert "started" not in figures["failure_lines_by_message"]
