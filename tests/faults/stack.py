@@ -13,15 +13,13 @@ checkout's own state folder, so a private stack downloads nothing twice.
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.fixtures.network import free_port
+from tests.fixtures.network import free_port, free_span
 from tests.fixtures.platform import supervised_child
 from vidinsight.settings import REPO_ROOT
 
@@ -29,22 +27,6 @@ STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
 INFRASTRUCTURE = ("postgres", "kafka", "registry")
 # Metrics ports from VI_METRICS_PORT_BASE: seven workers, costs, gateway, then the replicas.
 METRICS_PORTS = 16
-
-
-def free_span(count: int) -> int:
-    """The first of ``count`` consecutive loopback ports that nothing listens on now."""
-    for base in random.Random().sample(range(20_000, 30_000, count), 200):
-        probes = [socket.socket() for _ in range(count)]
-        try:
-            for offset, probe in enumerate(probes):
-                probe.bind(("127.0.0.1", base + offset))
-            return base
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-    raise RuntimeError(f"no {count} consecutive free ports")
 
 
 @dataclass
