@@ -66,9 +66,14 @@ def i1_nothing_lost(database_url: str, accepted: list[str]) -> Check:
 
 
 def i4_logs(lines: list[tuple[str, str]]) -> Check:
-    """Every line is JSON; a line about a job names it fully; a failure line has a reason."""
+    """Every line is JSON; a line about a job names it fully; a failure line has a reason.
+
+    Failure lines are also counted by reason and by message (the most frequent): what a
+    run that passed recovered from, since its logs are deleted with its stack."""
     check = Check()
     not_json = incomplete = failures_without_reason = about_jobs = 0
+    reasons: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
     for service, line in lines:
         if not line.strip() or line.startswith(SUPERVISOR_LINE):
             continue
@@ -77,6 +82,10 @@ def i4_logs(lines: list[tuple[str, str]]) -> Check:
             not_json += 1
             check.violations.append(f"{service}: not JSON: {line[:160]}")
             continue
+        failure = record.get("level") in ("error", "warning")
+        if failure:
+            reasons[str(record.get("reason"))] += 1
+            messages[str(record.get("msg", ""))[:MESSAGE_PREFIX]] += 1
         if "job_id" not in record:
             continue
         about_jobs += 1
@@ -84,7 +93,7 @@ def i4_logs(lines: list[tuple[str, str]]) -> Check:
         if missing:
             incomplete += 1
             check.violations.append(f"{service}: a job line without {missing}: {line[:160]}")
-        if record.get("level") in ("error", "warning") and not record.get("reason"):
+        if failure and not record.get("reason"):
             failures_without_reason += 1
             check.violations.append(f"{service}: a failure without a reason: {line[:160]}")
     check.figures = {
@@ -93,26 +102,10 @@ def i4_logs(lines: list[tuple[str, str]]) -> Check:
         "not_json": not_json,
         "job_lines_missing_fields": incomplete,
         "failure_lines_without_reason": failures_without_reason,
-        **failures_survived(lines),
-    }
-    return check
-
-
-def failures_survived(lines: list[tuple[str, str]]) -> dict[str, Any]:
-    """Warning and error lines by reason and by message (the most frequent): what a run
-    that passed recovered from, since its logs are deleted with its stack."""
-    reasons: Counter[str] = Counter()
-    messages: Counter[str] = Counter()
-    for _, line in lines:
-        record = json_or_none(line)
-        if record is None or record.get("level") not in ("error", "warning"):
-            continue
-        reasons[str(record.get("reason"))] += 1
-        messages[str(record.get("msg", ""))[:MESSAGE_PREFIX]] += 1
-    return {
         "failure_lines_by_reason": dict(reasons.most_common()),
         "failure_lines_by_message": dict(messages.most_common(TOP_MESSAGES)),
     }
+    return check
 
 
 # The spend tables the cost aggregator keeps; each must sum to the ledger per customer.
