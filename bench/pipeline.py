@@ -148,10 +148,13 @@ def run_long(platform: Platform, talk: LoopedTalk, keep_blobs: bool) -> Platform
     return PlatformRun(job_times(settings, [job_id]), usage, detail)
 
 
-def run_clips(platform: Platform, clips: Sequence[Path], keep_blobs: bool) -> PlatformRun:
-    """Upload every clip (not timed), then submit them all at once, customers in turn."""
+def run_clips(
+    platform: Platform, clips: Sequence[Path], customers_asked: int | None, keep_blobs: bool
+) -> PlatformRun:
+    """Upload every clip (not timed), then submit them all at once, customers in turn:
+    as many as asked, else four, or more to keep each under ``JOBS_PER_CUSTOMER``."""
     settings = platform.settings
-    count = max(min(len(clips), 4), math.ceil(len(clips) / JOBS_PER_CUSTOMER))
+    count = customers_asked or max(min(len(clips), 4), math.ceil(len(clips) / JOBS_PER_CUSTOMER))
     customers = [Customer.new(settings) for _ in range(count)]
     try:
         turns = [customers[i % count] for i in range(len(clips))]
@@ -459,12 +462,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="S",
         help="length of each clip (default 6)",
     )
+    parser.add_argument(
+        "--customers",
+        type=int,
+        metavar="N",
+        help="short-clip mode: the clips' customers (default 4, more above 50 clips each)",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="leave out the naive script")
     parser.add_argument("--keep-blobs", action="store_true", help="keep uploads and chunks")
     parser.add_argument("--naive-only", metavar="VIDEO", type=Path, nargs="+",
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
-    if args.workers < 1 or args.repeat < 1 or (args.clips is not None and args.clips < 1):
+    if (
+        args.workers < 1
+        or args.repeat < 1
+        or (args.clips is not None and args.clips < 1)
+        or (args.customers is not None and args.customers < 1)
+    ):
         parser.error("--workers, --repeat and --clips take 1 or more")
     return args
 
@@ -496,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("  (some services were already running: their settings may differ)")
         if args.clips is not None:
             trials = measure(platform, args.repeat,
-                             lambda: run_clips(platform, videos, args.keep_blobs),
+                             lambda: run_clips(platform, videos, args.customers, args.keep_blobs),
                              None if args.skip_naive else videos)  # fmt: skip
         else:
             trials = measure(platform, args.repeat,

@@ -128,10 +128,15 @@ class Transcriber(Protocol):
         ...
 
     def transcribe(
-        self, audio: Path, language: str | None = None, deadline: float | None = None
+        self,
+        audio: Path,
+        language: str | None = None,
+        deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Transcript:
         """Transcribe ``audio``; StageTimeout once ``deadline`` (a ``time.monotonic()``
-        instant, None for no bound) has passed, so one chunk cannot outlive its handler."""
+        instant, None for no bound) has passed, so one chunk cannot outlive its handler.
+        ``tenant``, the customer, bounds what the audio may be processed together with."""
         ...
 
 

@@ -62,10 +62,15 @@ class LitellmTranscriber:
         return rest or prefix
 
     def transcribe(
-        self, audio: Path, language: str | None = None, deadline: float | None = None
+        self,
+        audio: Path,
+        language: str | None = None,
+        deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Transcript:
         """Transcribe ``audio`` with the provider, whose request gets the time left before
-        ``deadline``; a failure once the deadline has passed is a StageTimeout.
+        ``deadline``; a failure once the deadline has passed is a StageTimeout. Each file
+        is its own request, whatever its ``tenant``.
 
         The provider's client bounds each read by that time, not the whole request, so a
         provider that keeps sending a little at a time can still outlast the deadline.

@@ -11,15 +11,20 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
-from faster_whisper import BatchedInferencePipeline, WhisperModel
+from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
+from faster_whisper.transcribe import Segment as WhisperSegment
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
+from inference.packing import SAMPLE_RATE_HZ, Request, Samples, Turns, pack_deadline, packable
+from inference.packing import packed_audio as pack_audio
 from inference.transcriber import Segment, Transcript, Word, sentence_segments
 from sinks.blobs import file_sha256
-from vidinsight.errors import PermanentError, Reason, StageTimeout, remaining_seconds
+from vidinsight.errors import PermanentError, Reason, remaining_seconds
 from vidinsight.settings import Settings
 
 DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
@@ -72,11 +77,13 @@ class LoadedModel:
     at once, and none waits inside the model, where its deadline could not stop it."""
 
     model: WhisperModel
-    turns: threading.BoundedSemaphore
+    turns: Turns
 
 
 @lru_cache(maxsize=2)
-def _load(model: str, compute_type: str, cpu_threads: int, workers: int) -> LoadedModel:
+def _load(
+    model: str, compute_type: str, cpu_threads: int, workers: int, gather_seconds: float
+) -> LoadedModel:
     """One loaded model per process and configuration (loading takes about a second)."""
     whisper = WhisperModel(
         model,
@@ -85,7 +92,7 @@ def _load(model: str, compute_type: str, cpu_threads: int, workers: int) -> Load
         cpu_threads=cpu_threads,
         num_workers=workers,
     )
-    return LoadedModel(whisper, threading.BoundedSemaphore(workers))
+    return LoadedModel(whisper, Turns(workers, gather_seconds))
 
 
 class WhisperTranscriber:
@@ -96,7 +103,8 @@ class WhisperTranscriber:
     one thread: VAD, features and word alignment run on one thread whatever the thread
     count, so one call on two threads leaves a core idle much of its time. On 2 cores,
     60 s chunks: 55-58x real time at 5.6% WER, against 13-18x and 5.9% for
-    faster-whisper's default settings (bench/media.py measures both).
+    faster-whisper's default settings (bench/media.py measures both). Short clips of
+    one tenant waiting for the model share its 30-s window (``inference.packing``).
     """
 
     managed = False
@@ -112,6 +120,8 @@ class WhisperTranscriber:
         workers: int = 1,
         beam_size: int = 2,
         batch_size: int = 8,
+        pack: bool = True,
+        pack_wait_ms: int = 0,
     ) -> None:
         self.model_dir = model_dir
         self.model_name = model_name
@@ -120,6 +130,8 @@ class WhisperTranscriber:
         self.workers = workers
         self.beam_size = beam_size
         self.batch_size = batch_size
+        self.pack = pack
+        self.pack_wait_ms = pack_wait_ms
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WhisperTranscriber:
@@ -141,69 +153,148 @@ class WhisperTranscriber:
             workers=concurrent_transcriptions(settings),
             beam_size=settings.whisper_beam_size,
             batch_size=settings.whisper_batch_size,
+            pack=settings.whisper_pack,
+            pack_wait_ms=settings.whisper_pack_wait_ms,
         )
 
     def loaded(self) -> LoadedModel:
         """The model, loaded on first use and shared by every transcriber of this process
         with the same configuration (the handler threads of a worker)."""
         with _LOADING:
-            return _load(str(self.model_dir), self.compute_type, self.cpu_threads, self.workers)
+            return _load(
+                str(self.model_dir),
+                self.compute_type,
+                self.cpu_threads,
+                self.workers,
+                self.pack_wait_ms / 1000,
+            )
 
     def transcribe(
-        self, audio: Path, language: str | None = None, deadline: float | None = None
+        self,
+        audio: Path,
+        language: str | None = None,
+        deadline: float | None = None,
+        tenant: str | None = None,
     ) -> Transcript:
         """Transcribe a 16 kHz mono WAV; times are relative to the file.
 
         At most ``workers`` transcriptions at a time per process, one per CTranslate2
         worker; a call waiting for a turn here, unlike one queued inside the model,
-        gives up when ``deadline`` passes; so does each segment after.
+        gives up when ``deadline`` passes; so does each segment after. A short clip
+        waiting for a turn may be transcribed in one window with other clips of the
+        same ``tenant`` (None: never packed).
         """
         loaded = self.loaded()
         what = f"transcribing {audio.name}"
-        left = remaining_seconds(deadline, what)
-        if not loaded.turns.acquire(timeout=left):
-            raise StageTimeout(f"{what}: deadline passed waiting for the model")
-        try:
-            language, segments, audio_seconds = self._run(loaded.model, audio, language, deadline)
-        finally:
-            loaded.turns.release()
+        remaining_seconds(deadline, what)
+        language = language or "en"
+        samples = decode_audio(str(audio), sampling_rate=SAMPLE_RATE_HZ)
+        request = Request(samples, self._pack_key(tenant, language, samples), deadline)
+        run = partial(self._run, loaded.model, language, what)
+        loaded.turns.run(request, what, run)
         return Transcript(
             language=language,
-            segments=segments,
+            segments=request.result,
             provider=self.provider,
             model=self.model_name,
-            audio_seconds=audio_seconds,
+            audio_seconds=request.seconds,
         )
 
-    def _run(
-        self, model: WhisperModel, audio: Path, language: str | None, deadline: float | None
-    ) -> tuple[str, tuple[Segment, ...], float]:
-        """The model's language, segments and audio length. Its segments are lazy (each
-        batch is decoded as it is asked for), so the deadline is checked as they are
-        drained. A batched pipeline per call: it keeps the call's last word time in
-        itself, which calls running at once must not share."""
+    def _pack_key(
+        self, tenant: str | None, language: str, samples: Samples
+    ) -> tuple[str, str] | None:
+        """What a clip may share a window with: clips of its tenant and language."""
+        if not self.pack or tenant is None or self.batch_size <= 0:
+            return None
+        return (tenant, language) if packable(len(samples) / SAMPLE_RATE_HZ) else None
+
+    def _run(self, model: WhisperModel, language: str, what: str, pack: list[Request]) -> None:
+        """Each request's sentences: a clip alone as the pipeline takes it, or the clips
+        with speech together in one window (a silent clip gets none, as VAD gives it)."""
+        if len(pack) > 1:
+            silent = [r for r in pack if not get_speech_timestamps(r.samples, VadOptions())]
+            pack = [r for r in pack if r not in silent]
+        if len(pack) == 1:
+            pieces = self._pieces(model, pack[0].samples, language, pack[0].deadline)
+            pack[0].result = tuple(
+                sentence
+                for piece in self._drained(pieces, pack[0].deadline, what)
+                for sentence in sentence_segments(segment_of(piece))
+            )
+        elif pack:
+            self._run_packed(model, language, what, pack)
+
+    def _run_packed(
+        self, model: WhisperModel, language: str, what: str, pack: list[Request]
+    ) -> None:
+        """The clips in one window; each gets the words whose times fall in its span.
+
+        Decoded with timestamps, as Whisper was trained on 30-s windows: without them (the
+        batched pipeline's way, meant for one stretch of speech) the decoder sometimes
+        ends the window at the first gap and the clips after it get no words; with them,
+        a window the decoder ends early is decoded again from where it stopped."""
+        audio, placed = pack_audio(pack)
+        deadline = pack_deadline(pack)
+        pieces, _ = model.transcribe(
+            audio,
+            language=language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        words = [w for piece in self._drained(pieces, deadline, what) for w in piece.words or ()]
+        for place in placed:
+            place.request.result = sentences(
+                Word(place.local(w.start), place.local(w.end), w.word, w.probability)
+                for w in words
+                if place.owns(w.start, w.end)
+            )
+
+    def _pieces(
+        self, model: WhisperModel, audio: Samples, language: str, deadline: float | None
+    ) -> Iterable[WhisperSegment]:
+        """The model's lazy segments of one clip: batched (with its VAD) or sequential.
+        A batched pipeline per call: it keeps the call's last word time in itself, which
+        calls running at once must not share."""
         if self.batch_size > 0:
-            pieces, info = BatchedInferencePipeline(model).transcribe(
-                str(audio),
-                language=language or "en",
+            pieces, _ = BatchedInferencePipeline(model).transcribe(
+                audio,
+                language=language,
                 beam_size=self.beam_size,
                 word_timestamps=True,
                 batch_size=self.batch_size,
             )
         else:
-            pieces, info = model.transcribe(
-                str(audio),
-                language=language or "en",
+            pieces, _ = model.transcribe(
+                audio,
+                language=language,
                 beam_size=self.beam_size,
                 word_timestamps=True,
                 condition_on_previous_text=False,
             )
-        segments = []
+        return pieces
+
+    @staticmethod
+    def _drained(
+        pieces: Iterable[WhisperSegment], deadline: float | None, what: str
+    ) -> Iterable[WhisperSegment]:
+        """The segments as they are decoded (each batch when asked for), the deadline
+        checked before each."""
         for piece in pieces:
-            remaining_seconds(deadline, f"transcribing {audio.name}")
-            words = tuple(Word(w.start, w.end, w.word, w.probability) for w in piece.words or ())
-            segments.append(Segment(start=piece.start, end=piece.end, text=piece.text, words=words))
-        sentences = tuple(
-            sentence for segment in segments for sentence in sentence_segments(segment)
-        )
-        return info.language or language or "en", sentences, float(info.duration)
+            remaining_seconds(deadline, what)
+            yield piece
+
+
+def segment_of(piece: WhisperSegment) -> Segment:
+    """One of the model's segments with its words."""
+    words = tuple(Word(w.start, w.end, w.word, w.probability) for w in piece.words or ())
+    return Segment(start=piece.start, end=piece.end, text=piece.text, words=words)
+
+
+def sentences(words: Iterable[Word]) -> tuple[Segment, ...]:
+    """Words cut into sentences, each timed by its words (``sentence_segments``)."""
+    ordered = tuple(words)
+    if not ordered:
+        return ()
+    text = "".join(word.text for word in ordered)
+    return tuple(sentence_segments(Segment(ordered[0].start, ordered[-1].end, text, ordered)))

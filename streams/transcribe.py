@@ -46,7 +46,9 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
         ctx.blobs.local_path(str(chunk["audio_uri"])) as audio,
         measure_cpu(ctx.stage, transcriber.provider, transcriber.model_name),
     ):
-        transcript = transcriber.transcribe(audio, chunk.get("language"), deadline=ctx.deadline)
+        transcript = transcriber.transcribe(
+            audio, chunk.get("language"), deadline=ctx.deadline, tenant=inbound.customer_id
+        )
     transcript = transcript.shifted(float(chunk["start_seconds"]))
     audio_seconds = round(float(chunk["end_seconds"]) - float(chunk["start_seconds"]), 3)
     with ctx.transaction() as conn:

@@ -273,6 +273,11 @@ class Settings(BaseSettings):
     # Segments transcribed together by faster-whisper's batched pipeline (with its VAD);
     # 0: the plain sequential pipeline.
     whisper_batch_size: int = 8
+    # Short clips of one customer waiting for the model share its 30-s window
+    # (inference/packing.py); off: every clip pays for a window of its own.
+    whisper_pack: bool = True
+    # Under load, how long a pack with room waits for its customer's next clips.
+    whisper_pack_wait_ms: int = Field(default=200, ge=0)
     # litellm model string of the managed transcriber; prices live in inference/pricing.toml.
     stt_model: str = "whisper-1"
 

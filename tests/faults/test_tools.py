@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -28,6 +28,7 @@ from tests.faults.llm_server import LlmServer, token_count
 from tests.faults.proxy import TcpProxy
 from tests.fixtures.kafka import TopicFactory
 from tests.fixtures.network import free_port
+from tests.fixtures.waiting import wait_until
 from vidinsight.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)
@@ -46,15 +47,6 @@ MESSAGES = [
     {"role": "system", "content": "Answer with the insights JSON."},
     {"role": "user", "content": render_transcript(TRANSCRIPT)},
 ]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f} s: {what}")
-        time.sleep(0.02)
 
 
 def ask(server: LlmServer, timeout: float = 5.0) -> Any:

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import jiwer
 import pytest
+from prometheus_client import REGISTRY
 
 from inference import transcriber_whisper
+from inference.packing import GAP_SECONDS, WINDOW_SECONDS
 from inference.transcriber import Transcript, transcriber_from_settings
 from inference.transcriber_whisper import (
     WhisperTranscriber,
@@ -22,6 +24,7 @@ from inference.transcriber_whisper import (
 from media.audio import SAMPLE_RATE_HZ, copy_span, extract_audio, read_wav, write_wav
 from media.chunking import plan_chunks
 from tests.fixtures.media import GeneratedMedia
+from tests.fixtures.waiting import wait_until
 from vidinsight.errors import PermanentError, StageTimeout
 from vidinsight.settings import Settings
 
@@ -128,7 +131,7 @@ def test_a_deadline_passing_mid_transcription_stops_it(settings: Settings, talk_
         transcriber.transcribe(talk_wav, "en", deadline=deadline)
     assert time.monotonic() >= deadline
     turns = transcriber.loaded().turns
-    taken = sum(turns.acquire(blocking=False) for _ in range(transcriber.workers))
+    taken = sum(turns.acquire(timeout=0) for _ in range(transcriber.workers))
     for _ in range(taken):
         turns.release()
     assert taken == transcriber.workers, "the model's turn was not given back"
@@ -180,13 +183,61 @@ def test_chunks_transcribed_at_once_keep_their_own_words_and_times(
     assert len(misplaced) <= 0.02 * words, misplaced[:10]
 
 
+def pack_metric() -> tuple[float, float]:
+    """How many windows were packed so far, and how many clips they held."""
+    count = REGISTRY.get_sample_value("vidinsight_transcribe_pack_clips_count") or 0.0
+    return count, REGISTRY.get_sample_value("vidinsight_transcribe_pack_clips_sum") or 0.0
+
+
+def test_short_clips_of_one_customer_waiting_for_the_model_share_one_window(
+    settings: Settings, generated_media: GeneratedMedia, talk_wav: Path, tmp_path: Path
+) -> None:
+    """Four clips of about 5 s, cut at silences as preprocess cuts, wait for the one turn
+    of the model: they are transcribed in one window (the metric counts one pack of four),
+    each gets the words it gets alone up to a few that a shared window changes, and every
+    word keeps its time in its own clip."""
+    transcriber = whisper(settings, whisper_workers=1)
+    spans = plan_chunks(talk_wav, target_seconds=5.5, search_seconds=1.0)[:4]
+    chunks = [
+        copy_span(talk_wav, s.start_sample, s.end_sample, tmp_path / f"{s.index}.wav")
+        for s in spans
+    ]
+    seconds = [s.end_seconds - s.start_seconds for s in spans]
+    assert sum(seconds) + 3 * GAP_SECONDS <= WINDOW_SECONDS
+    alone = [transcriber.transcribe(chunk, "en", tenant="c1") for chunk in chunks]
+    turns = transcriber.loaded().turns
+    before = pack_metric()
+    assert turns.acquire()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        calls = []
+        for count, chunk in enumerate(chunks, start=1):  # they wait in the order of the talk
+            calls.append(pool.submit(transcriber.transcribe, chunk, "en", tenant="c1"))
+            wait_until(lambda: turns.waiting == len(calls), 60, f"{count} clips waiting")
+        turns.release()
+        packed = [call.result(timeout=120) for call in calls]
+    after = pack_metric()
+    assert (after[0] - before[0], after[1] - before[1]) == (1.0, 4.0)
+    for transcript, length in zip(packed, seconds, strict=True):
+        times = [t for s in transcript.segments for w in s.words for t in (w.start, w.end)]
+        assert times and all(0.0 <= t <= length for t in times)
+    assert wer(" ".join(t.text for t in alone), " ".join(t.text for t in packed)) <= 0.1
+    on_timeline = [t.shifted(s.start_seconds) for t, s in zip(packed, spans, strict=True)]
+    sentences = generated_media.speech.sentences
+    misplaced = [word for t in on_timeline for word in words_misplaced(t, sentences)]
+    assert not misplaced
+
+
 def test_two_transcriptions_run_at_once(settings: Settings, talk_wav: Path, tmp_path: Path) -> None:
     """With two turns, a transcription proceeds while another holds the model's other turn
     (the handler threads of a 2-core worker share one model)."""
     transcriber = whisper(settings, whisper_workers=2)
     chunk = copy_span(talk_wav, 0, 30 * SAMPLE_RATE_HZ, tmp_path / "chunk.wav")
-    with transcriber.loaded().turns:
+    turns = transcriber.loaded().turns
+    assert turns.acquire()
+    try:
         transcript = transcriber.transcribe(chunk, "en", deadline=time.monotonic() + 60)
+    finally:
+        turns.release()
     assert transcript.word_count > 40
 
 
