@@ -9,10 +9,10 @@ clip gets back the words whose times fall in its span. Four 6-s clips cost 0.25 
 seconds each instead of 0.67 (bench/media.py measures it, WER beside it).
 
 A call that finds a turn free runs at once and alone, so a quiet worker adds no
-latency; packs form only under load, while clips queue for turns anyway. Under load a
-call that takes a turn with room left in its window waits up to ``gather_seconds`` for
-its tenant's next clips: the calls of the pack that just ended come back with their
-next messages within a tenth of a second, and would otherwise miss every window.
+latency. Under load (another turn in use, calls waiting, or another call arrived within
+``gather_seconds``) a call that takes a turn with room left in its window waits up to
+``gather_seconds`` for its tenant's next clips: in a burst, clips reach a worker a few
+at a time and one by one, and would otherwise each take a window of their own.
 
 Never across tenants: a window is decoded as one sequence, so one clip's words are
 decoded after another's, and a word placed in time wrongly by the aligner would land
@@ -22,6 +22,7 @@ customers' never do.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -57,6 +58,7 @@ class Request:
     key: Hashable | None
     deadline: float | None
     result: tuple[Segment, ...] = ()
+    window_clips: int = 1
     error: BaseException | None = None
     taken: bool = False
     done: bool = False
@@ -124,6 +126,7 @@ class Turns:
     gather_seconds: float = 0.0
     _free: int = field(init=False)
     _waiting: list[Request] = field(init=False, default_factory=list)
+    _arrived_at: float = field(init=False, default=-math.inf)
     _changed: threading.Condition = field(init=False, default_factory=threading.Condition)
 
     def __post_init__(self) -> None:
@@ -156,10 +159,13 @@ class Turns:
         deadline passes while it waits for a turn.
         """
         with self._changed:
+            now = time.monotonic()
+            arriving = now - self._arrived_at < self.gather_seconds
+            self._arrived_at = now
             self._waiting.append(request)
             self._changed.notify_all()
             pack = self._lead_or_wait(request, what)
-            if pack and self._busy():  # under load: let the window fill
+            if pack and (arriving or self._busy()):  # under load: let the window fill
                 self._gather(pack)
         if pack:
             PACK_CLIPS.observe(len(pack))

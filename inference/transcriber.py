@@ -64,6 +64,8 @@ class Transcript:
     model: str
     audio_seconds: float
     usage: dict[str, float] = field(default_factory=dict)
+    # Clips decoded in the model window this one was decoded in (inference/packing.py).
+    window_clips: int = 1
 
     @property
     def text(self) -> str:

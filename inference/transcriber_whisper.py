@@ -19,6 +19,7 @@ from pathlib import Path
 from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 from faster_whisper.transcribe import Segment as WhisperSegment
 from faster_whisper.vad import VadOptions, get_speech_timestamps
+from prometheus_client import Counter
 
 from inference.packing import SAMPLE_RATE_HZ, Request, Samples, Turns, pack_deadline, packable
 from inference.packing import packed_audio as pack_audio
@@ -31,6 +32,16 @@ DEFAULT_MODEL_NAME = "faster-whisper-tiny.en"
 # Held while the model is looked up or loaded: handler threads asking at once would each
 # load a model of their own, with turns of their own, and run more calls than the cores.
 _LOADING = threading.Lock()
+# Where a packed clip's speech is: VAD ending a span at a pause of 160 ms, as the batched
+# pipeline's does (the default, 2 s, runs a span on to the end of most short clips).
+SPEECH = VadOptions(min_silence_duration_ms=160, speech_pad_ms=0)
+# Speech a clip's words may leave out at its end before the clip is taken to have been
+# cut short by a packed window.
+UNCOVERED_SECONDS = 1.0
+REDONE_CLIPS = Counter(
+    "vidinsight_transcribe_pack_redone_total",
+    "Clips decoded again alone because their packed window ended before their speech did.",
+)
 # cgroup v2's CPU limit of this container (a Kubernetes CPU limit): "max" or quota and period.
 CPU_LIMIT_FILE = Path("/sys/fs/cgroup/cpu.max")
 
@@ -198,6 +209,7 @@ class WhisperTranscriber:
             provider=self.provider,
             model=self.model_name,
             audio_seconds=request.seconds,
+            window_clips=request.window_clips,
         )
 
     def _pack_key(
@@ -211,44 +223,62 @@ class WhisperTranscriber:
     def _run(self, model: WhisperModel, language: str, what: str, pack: list[Request]) -> None:
         """Each request's sentences: a clip alone as the pipeline takes it, or the clips
         with speech together in one window (a silent clip gets none, as VAD gives it)."""
-        if len(pack) > 1:
-            silent = [r for r in pack if not get_speech_timestamps(r.samples, VadOptions())]
-            pack = [r for r in pack if r not in silent]
         if len(pack) == 1:
-            pieces = self._pieces(model, pack[0].samples, language, pack[0].deadline)
-            pack[0].result = tuple(
-                sentence
-                for piece in self._drained(pieces, pack[0].deadline, what)
-                for sentence in sentence_segments(segment_of(piece))
-            )
-        elif pack:
-            self._run_packed(model, language, what, pack)
+            pack[0].result = self._alone(model, language, what, pack[0])
+            return
+        speech = {id(r): get_speech_timestamps(r.samples, SPEECH) for r in pack}
+        spoken = [r for r in pack if speech[id(r)]]
+        if len(spoken) == 1:
+            spoken[0].result = self._alone(model, language, what, spoken[0])
+        elif spoken:
+            self._run_packed(model, language, what, spoken, speech)
+
+    def _alone(
+        self, model: WhisperModel, language: str, what: str, request: Request
+    ) -> tuple[Segment, ...]:
+        """One clip in windows of its own."""
+        pieces = self._pieces(model, request.samples, language, request.deadline)
+        return tuple(
+            sentence
+            for piece in self._drained(pieces, request.deadline, what)
+            for sentence in sentence_segments(segment_of(piece))
+        )
 
     def _run_packed(
-        self, model: WhisperModel, language: str, what: str, pack: list[Request]
+        self,
+        model: WhisperModel,
+        language: str,
+        what: str,
+        pack: list[Request],
+        speech: dict[int, list[dict[str, int]]],
     ) -> None:
-        """The clips in one window; each gets the words whose times fall in its span.
-
-        Decoded with timestamps, as Whisper was trained on 30-s windows: without them (the
-        batched pipeline's way, meant for one stretch of speech) the decoder sometimes
-        ends the window at the first gap and the clips after it get no words; with them,
-        a window the decoder ends early is decoded again from where it stopped."""
+        """The clips in one window, decoded once; each gets the words whose times fall in
+        its span. The decoder sometimes ends a window at a gap, before its last clips are
+        done: a clip whose words stop short of its speech (by VAD) is decoded again alone,
+        so a window never costs a clip its words."""
         audio, placed = pack_audio(pack)
         deadline = pack_deadline(pack)
-        pieces, _ = model.transcribe(
+        pieces, _ = BatchedInferencePipeline(model).transcribe(
             audio,
             language=language,
             beam_size=self.beam_size,
             word_timestamps=True,
-            condition_on_previous_text=False,
+            batch_size=self.batch_size,
+            clip_timestamps=[{"start": 0.0, "end": len(audio) / SAMPLE_RATE_HZ}],
         )
         words = [w for piece in self._drained(pieces, deadline, what) for w in piece.words or ()]
         for place in placed:
-            place.request.result = sentences(
+            mine = [
                 Word(place.local(w.start), place.local(w.end), w.word, w.probability)
                 for w in words
                 if place.owns(w.start, w.end)
-            )
+            ]
+            if covers(mine, speech[id(place.request)]):
+                place.request.result = sentences(mine)
+                place.request.window_clips = len(pack)
+            else:
+                REDONE_CLIPS.inc()
+                place.request.result = self._alone(model, language, what, place.request)
 
     def _pieces(
         self, model: WhisperModel, audio: Samples, language: str, deadline: float | None
@@ -283,6 +313,14 @@ class WhisperTranscriber:
         for piece in pieces:
             remaining_seconds(deadline, what)
             yield piece
+
+
+def covers(words: list[Word], speech: list[dict[str, int]]) -> bool:
+    """Whether ``words`` run on to the end of a clip's speech (VAD spans, in samples),
+    within ``UNCOVERED_SECONDS``: a decoder that ends a window early leaves the clip it
+    stopped in short at its end, and the clips after it with no words at all. (A word
+    cut in half where a clip starts is often left out, alone or packed alike.)"""
+    return bool(words) and speech[-1]["end"] / SAMPLE_RATE_HZ - words[-1].end <= UNCOVERED_SECONDS
 
 
 def segment_of(piece: WhisperSegment) -> Segment:

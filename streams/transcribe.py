@@ -22,10 +22,12 @@ from streams.join import ready_outputs
 from streams.runtime.context import HandlerContext, ProcessResource
 from streams.runtime.stage import Inbound, Stage, StageResult, on_topics
 from telemetry.cpu import measure_cpu
+from vidinsight.settings import Settings
 
 log = logging.getLogger("vidinsight.transcribe")
 
 
+HANDLERS_PER_TURN = 6
 # One transcriber per worker process: the model loads once, for the first chunk.
 TRANSCRIBER: ProcessResource[Transcriber] = ProcessResource(transcriber_from_settings)
 
@@ -73,6 +75,7 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
                 "chunk_index": chunk["chunk_index"],
                 "words": transcript.word_count,
                 "audio_seconds": audio_seconds,
+                "window_clips": transcript.window_clips,
                 "job_ready": bool(outputs),
             }
         },
@@ -82,10 +85,25 @@ def transcribe(inbound: Inbound, ctx: HandlerContext, ready_topic: str) -> Stage
     return StageResult(outputs=outputs, cost_events=[cost], payload=transcript.text)
 
 
+def handler_threads(settings: Settings) -> int:
+    """Chunks in hand at once: with the local model packing short clips, six per turn of
+    the model, so that while one window of four clips is decoded the next one fills
+    (``inference.packing``); a waiting handler holds only its chunk's audio."""
+    if settings.transcriber != "faster-whisper" or not settings.whisper_pack:
+        return settings.worker_threads
+    from inference.transcriber_whisper import concurrent_transcriptions
+
+    return max(settings.worker_threads, HANDLERS_PER_TURN * concurrent_transcriptions(settings))
+
+
 def build(topics: Mapping[str, str] | None = None, group_id: str | None = None) -> Stage:
     """The transcribe stage on the catalogue's topics, or on private ones (``on_topics``)."""
     return on_topics(
-        "transcribe", topics, group_id, lambda t: partial(transcribe, ready_topic=t["output"])
+        "transcribe",
+        topics,
+        group_id,
+        lambda t: partial(transcribe, ready_topic=t["output"]),
+        handler_threads=handler_threads,
     )
 
 

@@ -11,6 +11,7 @@ from topics.catalogue import COSTS_TOPIC, JOBS_COMPLETED_TOPIC, STAGES
 
 if TYPE_CHECKING:
     from streams.runtime.context import HandlerContext
+    from vidinsight.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ class Stage:
     # Whether a cancelled job's messages stop here before any work (every stage but the
     # one that tells the customer how the job ended, cancelled included).
     honours_cancel: bool = True
+    # Messages a process handles at once (one per partition at a time); None: the
+    # setting ``worker_threads``. A stage whose handlers mostly wait for a shared
+    # resource (transcribe: the model's turns) may want more.
+    handler_threads: Callable[[Settings], int] | None = None
+
+    def threads(self, settings: Settings) -> int:
+        """How many handler threads a worker of this stage runs."""
+        return self.handler_threads(settings) if self.handler_threads else settings.worker_threads
 
     @property
     def consumer_group(self) -> str:

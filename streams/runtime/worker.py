@@ -85,7 +85,7 @@ class StageWorker:
         self.producers = producers
         self.partitions: dict[Key, PartitionState] = {}
         self.executor = ThreadPoolExecutor(
-            max_workers=settings.worker_threads, thread_name_prefix=f"{stage.name}-handler"
+            max_workers=stage.threads(settings), thread_name_prefix=f"{stage.name}-handler"
         )
         self._stopping = threading.Event()
         self._unhealthy = False
