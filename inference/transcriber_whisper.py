@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
+from typing import Any
 
 from faster_whisper import BatchedInferencePipeline, WhisperModel, decode_audio
 from faster_whisper.transcribe import Segment as WhisperSegment
@@ -258,14 +259,8 @@ class WhisperTranscriber:
         so a window never costs a clip its words."""
         audio, placed = pack_audio(pack)
         deadline = pack_deadline(pack)
-        pieces, _ = BatchedInferencePipeline(model).transcribe(
-            audio,
-            language=language,
-            beam_size=self.beam_size,
-            word_timestamps=True,
-            batch_size=self.batch_size,
-            clip_timestamps=[{"start": 0.0, "end": len(audio) / SAMPLE_RATE_HZ}],
-        )
+        whole = [{"start": 0.0, "end": len(audio) / SAMPLE_RATE_HZ}]
+        pieces = self._batched(model, audio, language, clip_timestamps=whole)
         words = [w for piece in self._drained(pieces, deadline, what) for w in piece.words or ()]
         for place in placed:
             mine = [
@@ -283,25 +278,31 @@ class WhisperTranscriber:
     def _pieces(
         self, model: WhisperModel, audio: Samples, language: str, deadline: float | None
     ) -> Iterable[WhisperSegment]:
-        """The model's lazy segments of one clip: batched (with its VAD) or sequential.
-        A batched pipeline per call: it keeps the call's last word time in itself, which
-        calls running at once must not share."""
+        """The model's lazy segments of one clip: batched (with its VAD) or sequential."""
         if self.batch_size > 0:
-            pieces, _ = BatchedInferencePipeline(model).transcribe(
-                audio,
-                language=language,
-                beam_size=self.beam_size,
-                word_timestamps=True,
-                batch_size=self.batch_size,
-            )
-        else:
-            pieces, _ = model.transcribe(
-                audio,
-                language=language,
-                beam_size=self.beam_size,
-                word_timestamps=True,
-                condition_on_previous_text=False,
-            )
+            return self._batched(model, audio, language)
+        pieces, _ = model.transcribe(
+            audio,
+            language=language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+        )
+        return pieces
+
+    def _batched(
+        self, model: WhisperModel, audio: Samples, language: str, **options: Any
+    ) -> Iterable[WhisperSegment]:
+        """The batched pipeline's lazy segments, a pipeline per call: it keeps the call's
+        last word time in itself, which calls running at once must not share."""
+        pieces, _ = BatchedInferencePipeline(model).transcribe(
+            audio,
+            language=language,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            batch_size=self.batch_size,
+            **options,
+        )
         return pieces
 
     @staticmethod

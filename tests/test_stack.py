@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +27,7 @@ import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.fixtures.waiting import wait_until
 from vidinsight.settings import REPO_ROOT, Settings
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
@@ -111,15 +112,6 @@ def session_members(sid: int) -> list[int]:
             if fields is not None and fields[3] == str(sid) and fields[0] not in ("Z", "X"):
                 members.append(int(entry.name))
     return members
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.1)
 
 
 def text_of(path: Path) -> str:
@@ -234,7 +226,7 @@ def test_a_zombie_is_reported_dead(settings: Settings) -> None:
     state_dir = private_state_dir()
     zombie = subprocess.Popen(["true"])
     try:
-        wait_for(lambda: (stat_fields(zombie.pid) or ["?"])[0] == "Z", 10, "a zombie")
+        wait_until(lambda: (stat_fields(zombie.pid) or ["?"])[0] == "Z", 10, "a zombie")
         fields = stat_fields(zombie.pid)
         assert fields is not None
         env = private_env(state_dir, settings)
@@ -433,7 +425,7 @@ def test_supervisor_restarts_a_child_that_exits_70_and_term_stops_both(tmp_path:
                 return False
             return alive(pid_in(child_file))
 
-        wait_for(restarted_once, 20, "the child restarted once")
+        wait_until(restarted_once, 20, "the child restarted once")
         child = pid_in(child_file)
         assert "demo exited with code 70" in (tmp_path / "demo.log").read_text()
 
@@ -452,7 +444,7 @@ def test_supervisor_backs_off_and_term_cuts_the_backoff_short(tmp_path: Path) ->
     restarts = tmp_path / "demo.restarts"
     try:
         # Restarts after 1 s and 2 s; the third exit starts a backoff of 4 s.
-        wait_for(lambda: text_of(restarts) == "3", 30, "three restarts")
+        wait_until(lambda: text_of(restarts) == "3", 30, "three restarts")
         log = (tmp_path / "demo.log").read_text()
         for number, delay in ((1, 1), (2, 2), (3, 4)):
             assert f"restart {number} in {delay}s" in log, log
@@ -501,7 +493,7 @@ def test_killed_service_is_restarted_and_down_leaves_nothing(
             healthy = line.split()[1] == "healthy"
             return healthy and f"pid {first}," not in line and "restarts 1" in line
 
-        wait_for(back, 20, "web restarted and healthy")
+        wait_until(back, 20, "web restarted and healthy")
         second = pid_in(run / "web.child")
         assert second != first and alive(second)
         assert pid_in(run / "web.pid") == supervisor
@@ -600,7 +592,7 @@ def test_down_then_up_keeps_the_data(private_stack: PrivateStack) -> None:
         line = status_of("registry", env)
         return line.split()[1] == "healthy" and "restarts 1" in line
 
-    wait_for(registry_back, 180, "the registry restarted and healthy")
+    wait_until(registry_back, 180, "the registry restarted and healthy")
     assert pid_in(run / "registry.child") != killed
     restarted = httpx.get(f"{private_stack.registry_url}/schemas/ids/{schema_id}", timeout=30)
     restarted.raise_for_status()
