@@ -7,7 +7,7 @@ fragment. A URI counts as one of the store's blobs only when it is exactly the r
 slash and such a key; the key is then taken from it and every access goes through the
 key (never through the URI decoded), so what was checked is what is read. A job
 therefore cannot point the pipeline at a file outside the store, in plain or encoded
-form. ``s3://`` goes through fsspec and needs ``s3fs`` installed (not in the lock yet).
+form. ``s3://bucket/prefix`` keeps each blob as the object prefix/key (``sinks.s3``).
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlparse
 
-import fsspec
-
+from sinks.s3 import Bucket
 from vidinsight.errors import PermanentError, Reason
 from vidinsight.identifiers import is_identifier
 from vidinsight.settings import Settings
@@ -46,16 +45,26 @@ def file_sha256(path: Path) -> str:
 class BlobStore:
     """Blobs under one root URI."""
 
-    def __init__(self, root_uri: str) -> None:
+    def __init__(self, root_uri: str, bucket: Bucket | None = None) -> None:
         self.root_uri = root_uri.rstrip("/")
         self.is_local = self.root_uri.startswith("file://")
+        if not self.is_local and bucket is None:
+            raise ValueError(f"{root_uri}: a blob root is file:// or s3:// (with its bucket)")
         # The root comes from configuration (trusted); only keys come from messages.
         self._root_dir = Path(unquote(urlparse(self.root_uri).path)) if self.is_local else None
+        self._bucket = bucket
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BlobStore:
         root = settings.blob_root_uri or (settings.state_dir / "blobs").resolve().as_uri()
+        if root.startswith("s3://"):
+            return cls(root, Bucket.from_uri(root, settings))
         return cls(root)
+
+    def _objects(self) -> Bucket:
+        if self._bucket is None:
+            raise ValueError(f"{self.root_uri} is not an s3:// store")
+        return self._bucket
 
     def uri(self, key: str) -> str:
         """The URI of ``key``; PermanentError for a key that is not canonical."""
@@ -91,8 +100,9 @@ class BlobStore:
 
     @contextmanager
     def open_write(self, key: str) -> Iterator[BinaryIO]:
-        """Write a blob; it appears under its key only once complete (local: rename)."""
-        uri = self.uri(key)
+        """Write a blob; it appears under its key only once complete (local: rename; S3: a
+        multipart upload completed, or aborted when the block raises)."""
+        self.uri(key)  # refuses a key that is not canonical
         if self.is_local:
             target = self._file(key)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -106,8 +116,8 @@ class BlobStore:
                     raise
             Path(handle.name).replace(target)
             return
-        with fsspec.open(uri, "wb") as remote:
-            yield remote
+        with self._objects().open_write(key) as remote:
+            yield remote  # type: ignore[misc]
 
     def put_file(self, source: Path, key: str) -> str:
         """Copy a local file into the store; its URI."""
@@ -124,8 +134,7 @@ class BlobStore:
         key = self._own_key(uri)
         if self.is_local:
             return self._file(key).stat().st_size
-        fs, path = fsspec.core.url_to_fs(f"{self.root_uri}/{key}")
-        return int(fs.size(path))
+        return self._objects().size(key)
 
     def delete(self, uri: str) -> None:
         """Delete one of this store's blobs; one already gone is fine."""
@@ -133,9 +142,7 @@ class BlobStore:
         if self.is_local:
             self._file(key).unlink(missing_ok=True)
             return
-        fs, path = fsspec.core.url_to_fs(f"{self.root_uri}/{key}")
-        if fs.exists(path):
-            fs.rm(path)
+        self._objects().delete(key)
 
     def remove_stale_partials(self, prefix: str, older_than: datetime) -> int:
         """Remove blobs under the key ``prefix`` left half-written (their writer died)
@@ -168,8 +175,7 @@ class BlobStore:
             return
         with tempfile.TemporaryDirectory() as folder:
             copy = Path(folder) / "blob"
-            with fsspec.open(f"{self.root_uri}/{key}", "rb") as src, copy.open("wb") as dst:
-                shutil.copyfileobj(src, dst, COPY_BLOCK_BYTES)
+            self._objects().download(key, copy)
             yield copy
 
 

@@ -15,4 +15,5 @@ pytest_plugins = [
     "tests.fixtures.meeting",
     "tests.fixtures.platform",
     "tests.fixtures.costs",
+    "tests.fixtures.s3",
 ]

@@ -30,6 +30,7 @@ class Reason(StrEnum):
     DATABASE_UNAVAILABLE = "database_unavailable"
     BROKER_UNAVAILABLE = "broker_unavailable"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
+    BLOB_STORE_UNAVAILABLE = "blob_store_unavailable"
     PROVIDER_RATE_LIMITED = "provider_rate_limited"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     TIMEOUT = "timeout"

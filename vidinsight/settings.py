@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -216,8 +217,18 @@ class Settings(BaseSettings):
     pricing_file: str = ""
 
     # Media: ingest limits, the fetcher and the blob store (media/, sinks/blobs.py).
-    # Empty: file:// under state_dir/blobs; s3://bucket/prefix needs s3fs (fsspec).
+    # Empty: file:// under state_dir/blobs; or s3://bucket/prefix (decision 0015).
     blob_root_uri: str = ""
+    # S3: the endpoint (empty: AWS, or AWS_ENDPOINT_URL_S3 when set) and its region.
+    # Credentials never live here: boto3 reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
+    # or the pod's identity (IRSA, instance profile).
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    # "path" for S3-compatible stores on one host (the local stack's); "auto" for AWS.
+    s3_addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # One multipart part: what a writer holds in memory at most (S3's minimum is 5 MiB).
+    s3_part_bytes: int = Field(default=8 * 1024**2, ge=5 * 1024**2)
+    s3_timeout_seconds: float = 30.0
     max_media_bytes: int = 8 * 1024**3
     # Measured on the packets and the decoded audio and frames, not taken from the
     # container's word: a file that plays longer fails too_long as soon as it is seen.

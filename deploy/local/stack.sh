@@ -13,7 +13,7 @@
 # killed is started again after a backoff (1 s, 2 s, 4 s ... 30 s), and `status` shows how
 # often. `stop`/`down` end the supervisor and its process together; nothing is restarted.
 #
-# Services start in order (postgres, kafka, registry) and stop in reverse. Each service is a
+# Services start in order (postgres, kafka, registry, s3) and stop in reverse. Each service is a
 # set of functions named after it:
 #   start_<svc>          launch the process through `spawn <svc> <workdir> <command...>`
 #   health_<svc>         exit 0 when it serves (default: the process is alive)
@@ -55,6 +55,12 @@ M2_REPO="${VI_MAVEN_REPO:-$CACHE_DIR/m2}" # Maven local repository (a cache of d
 : "${VI_KAFKA_PORT:=9092}"
 : "${VI_KAFKA_CONTROLLER_PORT:=9093}"
 : "${VI_REGISTRY_PORT:=8081}"
+: "${VI_S3_PORT:=9000}"
+# The local object store's one bucket and its root credentials (a development stack's
+# own; the platform reads them as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+: "${VI_S3_BUCKET:=vidinsight}"
+: "${VI_S3_ACCESS_KEY:=vidinsight-local}"
+: "${VI_S3_SECRET_KEY:=vidinsight-local-secret}"
 : "${VI_MIN_FREE_GIB:=2}"
 : "${VI_STOP_TIMEOUT_SECONDS:=30}"
 : "${VI_LOG_ROTATE_MIB:=64}"
@@ -62,9 +68,9 @@ M2_REPO="${VI_MAVEN_REPO:-$CACHE_DIR/m2}" # Maven local repository (a cache of d
 : "${VI_KAFKA_HEAP_OPTS:=-Xms256m -Xmx1g}"
 : "${VI_REGISTRY_HEAP_OPTS:=-Xms128m -Xmx768m}"
 
-SERVICES=(postgres kafka registry)
+SERVICES=(postgres kafka registry s3)
 # What `with` (the test runner's wrapper) starts: the infrastructure, never the workers.
-INFRA_SERVICES=(postgres kafka registry)
+INFRA_SERVICES=(postgres kafka registry s3)
 
 # ---------------------------------------------------------------------------- messages
 
@@ -658,6 +664,58 @@ after_start_registry() {
     *BACKWARD*) ;;
     *) die "the registry answered '$answer' when setting compatibility BACKWARD" ;;
     esac
+}
+
+# ---------------------------------------------------------------------------- s3
+
+# The Versity S3 gateway (Apache-2.0): S3 over one loopback port, objects as files in a
+# folder (decision 0015). Built from source with the Go toolchain, as Go modules are
+# the only form in which this machine's registries serve it.
+VERSITYGW_VERSION=v1.8.0
+VERSITYGW_HOME="$OPT_DIR/versitygw/$VERSITYGW_VERSION"
+S3_DATA="$DATA_DIR/s3"
+
+port_vars_s3() { echo VI_S3_PORT; }
+
+go_binary() {
+    command -v go 2>/dev/null && return 0
+    [ -x /usr/local/go/bin/go ] && printf '%s' /usr/local/go/bin/go && return 0
+    return 1
+}
+
+preflight_s3() {
+    [ -x "$VERSITYGW_HOME/versitygw" ] || go_binary >/dev/null ||
+        die "go not found (it builds the Versity S3 gateway): install Go 1.22 or newer"
+}
+
+install_s3() {
+    [ -x "$VERSITYGW_HOME/versitygw" ] || with_opt_lock fetch_s3
+}
+
+fetch_s3() {
+    [ -x "$VERSITYGW_HOME/versitygw" ] && return 0 # another stack sharing OPT_DIR did it
+    say "s3: building the Versity S3 gateway $VERSITYGW_VERSION with go install (checksums checked)"
+    rm -rf "$VERSITYGW_HOME.tmp"
+    mkdir -p "$VERSITYGW_HOME.tmp"
+    GOBIN="$VERSITYGW_HOME.tmp" GOPATH="$CACHE_DIR/go" GOMODCACHE="$CACHE_DIR/go/mod" \
+        GOCACHE="$CACHE_DIR/go/build" GOFLAGS=-modcacherw GOTOOLCHAIN=local \
+        "$(go_binary)" install "github.com/versity/versitygw/cmd/versitygw@$VERSITYGW_VERSION" \
+        >>"$LOG_DIR/s3-build.log" 2>&1 || die "go install of versitygw failed; see $LOG_DIR/s3-build.log"
+    rm -rf "$VERSITYGW_HOME"
+    mv "$VERSITYGW_HOME.tmp" "$VERSITYGW_HOME"
+}
+
+start_s3() {
+    # The posix backend serves each top-level folder as a bucket.
+    mkdir -p "$S3_DATA/$VI_S3_BUCKET"
+    # The keys go in the environment, not on the command line that spawn logs.
+    ROOT_ACCESS_KEY="$VI_S3_ACCESS_KEY" ROOT_SECRET_KEY="$VI_S3_SECRET_KEY" \
+        spawn s3 "$LOG_DIR" "$VERSITYGW_HOME/versitygw" --port "127.0.0.1:$VI_S3_PORT" \
+        --health /health --quiet posix "$S3_DATA"
+}
+
+health_s3() {
+    curl -fsS -o /dev/null --max-time 3 "http://127.0.0.1:$VI_S3_PORT/health" 2>/dev/null
 }
 
 # ---------------------------------------------------------------------------- extra services
