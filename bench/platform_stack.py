@@ -28,7 +28,7 @@ from vidinsight.settings import REPO_ROOT, Settings
 
 HEAVY_STAGES = ("preprocess", "scenes", "transcribe")
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
-INFRASTRUCTURE = ("postgres", "kafka", "registry")
+INFRASTRUCTURE = ("postgres", "kafka", "registry", "s3")
 SAMPLE_SECONDS = 0.5
 
 

@@ -32,7 +32,7 @@ from vidinsight.settings import REPO_ROOT, Settings
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
 SUPERVISE = REPO_ROOT / "deploy" / "local" / "supervise.sh"
-SERVICES = ("postgres", "kafka", "registry")
+SERVICES = ("postgres", "kafka", "registry", "s3")
 LOCAL_STACK = os.environ.get("VI_LOCAL_STACK", "1") != "0"
 
 
@@ -75,6 +75,7 @@ def private_env(state_dir: Path, settings: Settings) -> dict[str, str]:
         VI_KAFKA_PORT=str(free_port()),
         VI_KAFKA_CONTROLLER_PORT=str(free_port()),
         VI_REGISTRY_PORT=str(free_port()),
+        VI_S3_PORT=str(free_port()),
         VI_STACK_PLATFORM="0",  # the infrastructure alone: its workers would need ports too
     )
     shared_maven_repo = settings.state_dir / "cache" / "m2"
@@ -83,7 +84,8 @@ def private_env(state_dir: Path, settings: Settings) -> dict[str, str]:
         env["VI_MAVEN_REPO"] = str(shared_maven_repo)
     shared_opt_dir = settings.state_dir / "opt"
     if shared_opt_dir.is_dir():
-        # ...and the broker and registry installed once: a private stack runs those.
+        # ...and the broker, registry and object store installed once: a private stack
+        # runs those.
         env["VI_OPT_DIR"] = str(shared_opt_dir)
     return env
 

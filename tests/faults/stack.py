@@ -24,7 +24,7 @@ from tests.fixtures.platform import supervised_child
 from vidinsight.settings import REPO_ROOT
 
 STACK = REPO_ROOT / "deploy" / "local" / "stack.sh"
-INFRASTRUCTURE = ("postgres", "kafka", "registry")
+INFRASTRUCTURE = ("postgres", "kafka", "registry", "s3")
 # Metrics ports from VI_METRICS_PORT_BASE: seven workers, costs, gateway, then the replicas.
 METRICS_PORTS = 16
 
@@ -39,6 +39,7 @@ class StackPorts:
     kafka_proxied: int = field(default_factory=free_port)
     kafka_proxy: int = field(default_factory=free_port)
     registry: int = field(default_factory=free_port)
+    s3: int = field(default_factory=free_port)
     gateway: int = field(default_factory=free_port)
     prometheus: int = field(default_factory=free_port)
     metrics_base: int = field(default_factory=lambda: free_span(METRICS_PORTS))
@@ -68,6 +69,7 @@ class PrivateStack:
             "VI_KAFKA_PROXY_PORT": str(self.ports.kafka_proxy),
             "VI_WORKER_KAFKA_BOOTSTRAP": f"127.0.0.1:{self.ports.kafka_proxy}",
             "VI_REGISTRY_PORT": str(self.ports.registry),
+            "VI_S3_PORT": str(self.ports.s3),
             "VI_GATEWAY_PORT": str(self.ports.gateway),
             "VI_METRICS_PORT_BASE": str(self.ports.metrics_base),
             "VI_STAGE_REPLICAS": ",".join(f"{s}={n}" for s, n in self.replicas.items()),
