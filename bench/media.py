@@ -293,7 +293,7 @@ def clips_part(talk: Talk, folder: Path) -> None:
     """C: the talk as short clips, cut at silences, from a worker's handler threads (four
     per transcription at once, so clips queue for the model as in a burst): each clip
     in a window of its own, then one customer's clips packed into shared windows."""
-    settings = get_settings()
+    settings = get_settings().model_copy(update={"whisper_pack": True})
     wav = extract_audio(talk.video, folder / "stt.wav")
     transcriber = transcriber_from_settings(settings)
     transcriber.transcribe(copy_span(wav, 0, 10 * SAMPLE_RATE_HZ, folder / "warm.wav"), "en")

@@ -445,8 +445,10 @@ def test_supervisor_backs_off_and_term_cuts_the_backoff_short(tmp_path: Path) ->
     supervisor = supervise(tmp_path, "exit 70")
     restarts = tmp_path / "demo.restarts"
     try:
-        # Restarts after 1 s and 2 s; the third exit starts a backoff of 4 s.
-        wait_until(lambda: text_of(restarts) == "3", 30, "three restarts")
+        # Restarts after 1 s and 2 s; the third exit starts a backoff of 4 s. The count
+        # is written before the line that announces the backoff: wait for the line.
+        wait_until(lambda: "restart 3 in" in text_of(tmp_path / "demo.log"), 30, "3 restarts")
+        assert text_of(restarts) == "3"
         log = (tmp_path / "demo.log").read_text()
         for number, delay in ((1, 1), (2, 2), (3, 4)):
             assert f"restart {number} in {delay}s" in log, log

@@ -285,8 +285,10 @@ class Settings(BaseSettings):
     # 0: the plain sequential pipeline.
     whisper_batch_size: int = 8
     # Short clips of one customer waiting for the model share its 30-s window
-    # (inference/packing.py); off: every clip pays for a window of its own.
-    whisper_pack: bool = True
+    # (inference/packing.py): about half the CPU per short clip, but a clip's words then
+    # depend on which clips it waited with, so the same media can transcribe differently
+    # in two runs. Off by default: results are reproducible (decision 0014).
+    whisper_pack: bool = False
     # Under load, how long a pack with room waits for its customer's next clips.
     whisper_pack_wait_ms: int = Field(default=200, ge=0)
     # litellm model string of the managed transcriber; prices live in inference/pricing.toml.

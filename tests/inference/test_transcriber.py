@@ -196,7 +196,7 @@ def test_short_clips_of_one_customer_waiting_for_the_model_share_one_window(
     of the model: they are transcribed in one window (the metric counts one pack of four),
     each gets the words it gets alone up to a few that a shared window changes, and every
     word keeps its time in its own clip."""
-    transcriber = whisper(settings, whisper_workers=1)
+    transcriber = whisper(settings, whisper_workers=1, whisper_pack=True)
     spans = plan_chunks(talk_wav, target_seconds=5.5, search_seconds=1.0)[:4]
     chunks = [
         copy_span(talk_wav, s.start_sample, s.end_sample, tmp_path / f"{s.index}.wav")
