@@ -64,7 +64,7 @@ from streams.scenes import find_scenes
 from tests.fixtures.media import ESPEAK_RATE_HZ, build_speech
 from tests.fixtures.media import write_wav as write_speech
 from tests.inference.test_transcriber import wer
-from vidinsight.settings import get_settings
+from vidinsight.settings import Settings, get_settings
 
 SECONDS = 600.0
 SIZE = "1280x720"
@@ -248,14 +248,20 @@ def transcribe_as_worker(
         return " ".join(transcript.text for transcript in transcripts)
 
 
+def warm_transcriber(talk: Talk, folder: Path, settings: Settings) -> tuple[Path, Transcriber]:
+    """The talk's audio, and the configured transcriber with its model loaded and warm: a
+    worker loads (and warms up) the model on its first chunk, not on every one."""
+    wav = extract_audio(talk.video, folder / "stt.wav")
+    transcriber = transcriber_from_settings(settings)
+    transcriber.transcribe(copy_span(wav, 0, 10 * SAMPLE_RATE_HZ, folder / "warm.wav"), "en")
+    return wav, transcriber
+
+
 def speech_part(talk: Talk, folder: Path, chunk_seconds: list[float]) -> None:
     """T: the configured transcriber on the talk cut into chunks of each size, as a worker
     takes them, and faster-whisper's defaults on the whole audio, timed in this run."""
     settings = get_settings()
-    wav = extract_audio(talk.video, folder / "stt.wav")
-    transcriber = transcriber_from_settings(settings)
-    # A worker loads (and warms up) the model on its first chunk, not on every one.
-    transcriber.transcribe(copy_span(wav, 0, 10 * SAMPLE_RATE_HZ, folder / "warm.wav"), "en")
+    wav, transcriber = warm_transcriber(talk, folder, settings)
     base, base_text = default_whisper(wav)
     base_rtf, base_wer = SECONDS / base.wall, wer(talk.text, base_text)
     cores = worker_cores()
@@ -294,9 +300,7 @@ def clips_part(talk: Talk, folder: Path) -> None:
     per transcription at once, so clips queue for the model as in a burst): each clip
     in a window of its own, then one customer's clips packed into shared windows."""
     settings = get_settings().model_copy(update={"whisper_pack": True})
-    wav = extract_audio(talk.video, folder / "stt.wav")
-    transcriber = transcriber_from_settings(settings)
-    transcriber.transcribe(copy_span(wav, 0, 10 * SAMPLE_RATE_HZ, folder / "warm.wav"), "en")
+    wav, transcriber = warm_transcriber(talk, folder, settings)
     clips = cut_chunks(wav, folder / f"clips{CLIP_SECONDS:g}", CLIP_SECONDS)
     threads = 4 * concurrent_transcriptions(settings)
     print(f"C  {len(clips)} clips of about {CLIP_SECONDS:g} s from {threads} handler threads")

@@ -107,6 +107,11 @@ def packed_audio(pack: list[Request]) -> tuple[Samples, list[Placed]]:
     return np.concatenate(parts), placed
 
 
+def window_seconds(pack: list[Request]) -> float:
+    """Seconds of the window the pack's clips take, with the gaps between them."""
+    return sum(member.seconds for member in pack) + GAP_SECONDS * (len(pack) - 1)
+
+
 def pack_deadline(pack: list[Request]) -> float | None:
     """A pack ends by the earliest deadline of its clips, so none outlives its handler."""
     deadlines = [request.deadline for request in pack if request.deadline is not None]
@@ -215,7 +220,7 @@ class Turns:
 
     def _add_waiting(self, pack: list[Request]) -> None:
         """Add to ``pack`` the waiting clips of its key that still fit, in order."""
-        used = sum(member.seconds for member in pack) + GAP_SECONDS * (len(pack) - 1)
+        used = window_seconds(pack)
         for other in list(self._waiting):
             if self._fits(pack[0], other, used):
                 pack.append(self._taken(other))
@@ -255,5 +260,4 @@ class Turns:
     @staticmethod
     def _room(pack: list[Request]) -> float:
         """Seconds the window can still take, gap included."""
-        used = sum(member.seconds for member in pack) + GAP_SECONDS * len(pack)
-        return max(WINDOW_SECONDS - used, 0.0)
+        return max(WINDOW_SECONDS - window_seconds(pack) - GAP_SECONDS, 0.0)

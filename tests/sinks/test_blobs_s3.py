@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from sinks.blobs import BlobStore
-from sinks.s3 import s3_client
+from sinks.s3 import Bucket
 from tests.fixtures.network import free_port
-from tests.fixtures.s3 import S3_BUCKET, s3_settings
+from tests.fixtures.s3 import s3_settings
 from vidinsight.errors import PermanentError, Reason, TransientError
 from vidinsight.settings import Settings
 
@@ -22,9 +22,10 @@ MIB = 1024**2
 
 def object_keys(settings: Settings) -> dict[str, int]:
     """The objects under the store's prefix, as boto3 lists them, with their sizes."""
-    prefix = settings.blob_root_uri.removeprefix(f"s3://{S3_BUCKET}/")
-    listed = s3_client(settings).list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)
-    return {item["Key"][len(prefix) + 1 :]: item["Size"] for item in listed.get("Contents", [])}
+    bucket = Bucket.from_uri(settings.blob_root_uri, settings)
+    listed = bucket.client.list_objects_v2(Bucket=bucket.name, Prefix=bucket.prefix)
+    start = len(bucket.object_key(""))
+    return {item["Key"][start:]: item["Size"] for item in listed.get("Contents", [])}
 
 
 def test_a_blob_is_an_object_in_the_bucket(s3_store: tuple[BlobStore, Settings]) -> None:
@@ -52,9 +53,9 @@ def test_a_large_write_streams_as_a_multipart_upload(
             out.write(data[offset : offset + 64 * 1024])
             assert len(out._buffer) < settings.s3_part_bytes  # type: ignore[attr-defined]
     uri = store.uri("media/job-2/source")
-    head = s3_client(settings).head_object(
-        Bucket=S3_BUCKET, Key=uri.removeprefix(f"s3://{S3_BUCKET}/")
-    )
+    bucket = Bucket.from_uri(settings.blob_root_uri, settings)
+    key = bucket.object_key("media/job-2/source")
+    head = bucket.client.head_object(Bucket=bucket.name, Key=key)
     assert head["ETag"].strip('"').endswith("-3")
     with store.local_path(uri) as path:
         assert hashlib.sha256(path.read_bytes()).digest() == hashlib.sha256(data).digest()
@@ -71,8 +72,8 @@ def test_a_write_that_fails_leaves_no_object_and_no_parts(
         out.write(os.urandom(11 * MIB))  # two parts sent
         raise RuntimeError("the client went away")
     assert object_keys(settings) == {}
-    prefix = settings.blob_root_uri.removeprefix(f"s3://{S3_BUCKET}/")
-    uploads = s3_client(settings).list_multipart_uploads(Bucket=S3_BUCKET, Prefix=prefix)
+    bucket = Bucket.from_uri(settings.blob_root_uri, settings)
+    uploads = bucket.client.list_multipart_uploads(Bucket=bucket.name, Prefix=bucket.prefix)
     assert uploads.get("Uploads", []) == []
 
 
